@@ -1,0 +1,1 @@
+"""The ``lte`` command line: one entry point for every process of the product."""

@@ -1,0 +1,343 @@
+"""One user's lagged-window state: the event multiset plus a running sum (DESIGN 3.2).
+
+Representation, chosen for memory at 10^8 users and for O(d) work per event:
+
+* every event the window still needs (in the window, or pending behind the lag) is kept as
+  ``(bucket, item row, weight)`` sorted by bucket: 12 bytes, because the window must be able
+  to drop it later without keeping any per-bucket vectors;
+* the weighted sum of the in-window item vectors and its weight total are kept as float64,
+  updated by adding an event's ``w * v`` when it enters and subtracting the same exact term
+  when it leaves. ``w`` is stored as float32 and item vectors are float32, so each term
+  ``w * v`` is exact in float64 and adds/subtracts cancel up to float64 rounding of the sum
+  (≈1e-16 relative); the sum is reset to exact zero whenever the window empties.
+
+Serialised size: ``40 + 8·d + 12·n`` bytes for ``n`` stored events (header, float64 sum,
+three int32/uint32/float32 columns). A clock that moves backwards is ignored: a window that
+has already let events go cannot take them back.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from lte_core.errors import EventTimeRangeError, StateCodecError
+from lte_core.window import MAX_RELATIVE_BUCKETS, WindowSpec
+
+FORMAT_VERSION = 1
+#: version u8, flags u8, d u16, n_events u32, source partition i32, reserved u32,
+#: end bucket i64, last applied source offset i64, weight sum f64.
+_HEADER = struct.Struct("<BBHIiIqqd")
+HEADER_BYTES = _HEADER.size
+_NO_CLOCK = -(2**63)
+_FLAG_HAS_CLOCK = 1
+EVENT_BYTES = 12
+
+F64Array = npt.NDArray[np.float64]
+F32Array = npt.NDArray[np.float32]
+I64Array = npt.NDArray[np.int64]
+U32Array = npt.NDArray[np.uint32]
+
+
+def state_bytes(d: int, n_events: int) -> int:
+    """Serialised size of a state with ``n_events`` stored events (the documented formula)."""
+    return HEADER_BYTES + 8 * d + EVENT_BYTES * n_events
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOutcome:
+    """What happened to a batch handed to :meth:`LaggedWindow.apply`."""
+
+    applied: int
+    late: int
+    duplicate: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDelta:
+    """Events that entered or left the window during a clock advance."""
+
+    entered: int
+    left: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.entered or self.left)
+
+
+class LaggedWindow:
+    """The lagged-window state of one user.
+
+    ``vectors`` (the basis artifact's item matrix, float32 ``n_items x d``) is passed to the
+    operations that move events in or out of the sum rather than stored, so the state stays a
+    plain value that serialises to bytes.
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_end",
+        "_entered",
+        "_items",
+        "_sum",
+        "_weight_sum",
+        "_weights",
+        "d",
+        "last_offset",
+        "source_partition",
+        "spec",
+    )
+
+    def __init__(self, spec: WindowSpec, d: int) -> None:
+        self.spec = spec
+        self.d = d
+        self._sum: F64Array = np.zeros(d, dtype=np.float64)
+        self._weight_sum = 0.0
+        self._end = _NO_CLOCK
+        self._buckets: I64Array = np.empty(0, dtype=np.int64)
+        self._items: U32Array = np.empty(0, dtype=np.uint32)
+        self._weights: F32Array = np.empty(0, dtype=np.float32)
+        self._entered = 0
+        self.last_offset = -1
+        self.source_partition = -1
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def has_clock(self) -> bool:
+        return self._end != _NO_CLOCK
+
+    @property
+    def end_bucket(self) -> int:
+        return self._end
+
+    @property
+    def start_bucket(self) -> int:
+        return self._end - self.spec.n_buckets
+
+    @property
+    def count(self) -> int:
+        """Events currently in the window."""
+        return self._entered
+
+    @property
+    def pending(self) -> int:
+        """Events stored but still behind the lag."""
+        return len(self._buckets) - self._entered
+
+    @property
+    def n_stored(self) -> int:
+        return len(self._buckets)
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing in the window and nothing pending: the state carries no information
+        except its source offset, so the store may drop it (see the worker docs)."""
+        return len(self._buckets) == 0
+
+    @property
+    def weight_sum(self) -> float:
+        return self._weight_sum
+
+    @property
+    def sum(self) -> F64Array:
+        view = self._sum.view()
+        view.flags.writeable = False
+        return view
+
+    def window_items(self) -> U32Array:
+        return self._items[: self._entered]
+
+    def window_weights(self) -> F32Array:
+        return self._weights[: self._entered]
+
+    def window_buckets(self) -> I64Array:
+        return self._buckets[: self._entered]
+
+    def next_change(self) -> int | None:
+        """The next clock time at which this window's contents change, or None if never.
+
+        This is what the sweeper's due-time index stores, so silent users are revisited
+        exactly when an event enters past the lag or leaves the window.
+        """
+        if not self.has_clock or len(self._buckets) == 0:
+            return None
+        times = []
+        if self._entered < len(self._buckets):
+            times.append(self.spec.enter_time(int(self._buckets[self._entered])))
+        if self._entered > 0:
+            times.append(self.spec.leave_time(int(self._buckets[0])))
+        return min(times)
+
+    # -- changing ------------------------------------------------------------------------
+
+    def advance(self, now: float, vectors: F32Array) -> WindowDelta:
+        """Move the clock to ``now``: events whose bucket passed the lag enter, events older
+        than the window leave. A clock earlier than the state's own is ignored."""
+        new_end = self.spec.end_bucket(now)
+        if not self.has_clock:
+            self._end = new_end
+            return WindowDelta(0, 0)
+        if new_end <= self._end:
+            return WindowDelta(0, 0)
+        new_start = new_end - self.spec.n_buckets
+        buckets = self._buckets
+        gone = int(np.searchsorted(buckets, new_start, side="left"))
+        entered_now = int(np.searchsorted(buckets, new_end, side="left"))
+        left_sum = min(gone, self._entered)
+        enter_from = max(gone, self._entered)
+        if left_sum:
+            self._accumulate(vectors, slice(0, left_sum), sign=-1.0)
+        if entered_now > enter_from:
+            self._accumulate(vectors, slice(enter_from, entered_now), sign=1.0)
+        delta = WindowDelta(entered=max(0, entered_now - enter_from), left=left_sum)
+        if gone:
+            self._buckets = buckets[gone:]
+            self._items = self._items[gone:]
+            self._weights = self._weights[gone:]
+        self._entered = entered_now - gone
+        self._end = new_end
+        if self._entered == 0:
+            self._sum[:] = 0.0
+            self._weight_sum = 0.0
+        return delta
+
+    def apply(
+        self,
+        items: npt.ArrayLike,
+        ts: npt.ArrayLike,
+        weights: npt.ArrayLike,
+        vectors: F32Array,
+        now: float,
+        *,
+        offsets: npt.ArrayLike | None = None,
+        partition: int = -1,
+    ) -> ApplyOutcome:
+        """Advance to ``now``, then add a batch of events.
+
+        ``items`` are rows of ``vectors``. With ``offsets`` (source offsets, increasing),
+        events at or below :attr:`last_offset` are duplicates of deliveries already applied
+        and are skipped: this is what makes redelivery after a crash harmless. Events whose
+        bucket already left the window are ``late`` and not stored.
+        """
+        self.advance(now, vectors)
+        item_arr = np.asarray(items, dtype=np.uint32).reshape(-1)
+        ts_arr = np.asarray(ts, dtype=np.float64).reshape(-1)
+        w_arr = np.asarray(weights, dtype=np.float32).reshape(-1)
+        total = len(ts_arr)
+        if not (len(item_arr) == total == len(w_arr)):
+            raise ValueError("items, ts and weights must have the same length")
+        keep = np.ones(total, dtype=bool)
+        duplicate = 0
+        if offsets is not None:
+            off_arr = np.asarray(offsets, dtype=np.int64).reshape(-1)
+            if len(off_arr) != total:
+                raise ValueError("offsets must have one entry per event")
+            fresh = off_arr > self.last_offset
+            duplicate = int(total - np.count_nonzero(fresh))
+            keep &= fresh
+            if total:
+                self.last_offset = max(self.last_offset, int(off_arr.max()))
+            if partition >= 0:
+                self.source_partition = partition
+        start_seconds = float(self.start_bucket) * self.spec.bucket
+        on_time = ts_arr >= start_seconds
+        late = int(np.count_nonzero(keep & ~on_time))
+        keep &= on_time
+        n_new = int(np.count_nonzero(keep))
+        if n_new == 0:
+            return ApplyOutcome(applied=0, late=late, duplicate=duplicate)
+
+        new_buckets = self.spec.bucket_of_array(ts_arr[keep])
+        if int(new_buckets.max()) - self._end > MAX_RELATIVE_BUCKETS:
+            raise EventTimeRangeError(
+                "event ts is more than 2^31 buckets after the window clock; reject such "
+                "events before they reach the state (the worker's --max-future-skew does)"
+            )
+        new_items = item_arr[keep]
+        new_weights = w_arr[keep]
+        inside = new_buckets < self._end
+        if inside.any():
+            contrib = new_weights[inside].astype(np.float64) @ vectors[new_items[inside]].astype(
+                np.float64
+            )
+            self._sum += contrib
+            self._weight_sum += float(new_weights[inside].astype(np.float64).sum())
+        buckets = np.concatenate([self._buckets, new_buckets])
+        order = np.argsort(buckets, kind="stable")
+        self._buckets = buckets[order]
+        self._items = np.concatenate([self._items, new_items])[order]
+        self._weights = np.concatenate([self._weights, new_weights])[order]
+        self._entered += int(np.count_nonzero(inside))
+        return ApplyOutcome(applied=n_new, late=late, duplicate=duplicate)
+
+    def _accumulate(self, vectors: F32Array, rows: slice, sign: float) -> None:
+        w = self._weights[rows].astype(np.float64)
+        self._sum += sign * (w @ vectors[self._items[rows]].astype(np.float64))
+        self._weight_sum += sign * float(w.sum())
+
+    # -- bytes ---------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        n = len(self._buckets)
+        has_clock = self.has_clock
+        header = _HEADER.pack(
+            FORMAT_VERSION,
+            _FLAG_HAS_CLOCK if has_clock else 0,
+            self.d,
+            n,
+            self.source_partition,
+            0,
+            self._end if has_clock else 0,
+            self.last_offset,
+            self._weight_sum,
+        )
+        rel = (self._buckets - (self._end if has_clock else 0)).astype(np.int32)
+        return b"".join(
+            (
+                header,
+                self._sum.astype("<f8", copy=False).tobytes(),
+                rel.astype("<i4", copy=False).tobytes(),
+                self._items.astype("<u4", copy=False).tobytes(),
+                self._weights.astype("<f4", copy=False).tobytes(),
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, spec: WindowSpec, d: int) -> LaggedWindow:
+        if len(data) < HEADER_BYTES:
+            raise StateCodecError(f"state is {len(data)} bytes, shorter than its header")
+        version, flags, d_stored, n, partition, _, end, last_offset, weight_sum = (
+            _HEADER.unpack_from(data)
+        )
+        if version != FORMAT_VERSION:
+            raise StateCodecError(
+                f"state format version {version} is not supported (expected {FORMAT_VERSION})"
+            )
+        if d_stored != d:
+            raise StateCodecError(
+                f"state has dimension {d_stored} but the basis has {d}: the state directory "
+                "belongs to another basis; use a fresh --state-dir"
+            )
+        expected = state_bytes(d, n)
+        if len(data) != expected:
+            raise StateCodecError(f"state is {len(data)} bytes, expected {expected} for n={n}")
+        state = cls(spec, d)
+        has_clock = bool(flags & _FLAG_HAS_CLOCK)
+        state._end = end if has_clock else _NO_CLOCK
+        state.last_offset = last_offset
+        state.source_partition = partition
+        state._weight_sum = weight_sum
+        pos = HEADER_BYTES
+        state._sum = np.frombuffer(data, dtype="<f8", count=d, offset=pos).astype(np.float64)
+        pos += 8 * d
+        rel = np.frombuffer(data, dtype="<i4", count=n, offset=pos)
+        state._buckets = rel.astype(np.int64) + (end if has_clock else 0)
+        pos += 4 * n
+        state._items = np.frombuffer(data, dtype="<u4", count=n, offset=pos).astype(np.uint32)
+        pos += 4 * n
+        state._weights = np.frombuffer(data, dtype="<f4", count=n, offset=pos).astype(np.float32)
+        state._entered = int(np.searchsorted(state._buckets, end, side="left")) if has_clock else 0
+        return state

@@ -1,0 +1,128 @@
+"""The LTE update record of topic ``lte-updates`` (DESIGN 3.4) and its JSON codec.
+
+Vectors travel as JSON numbers written from float32 (shortest round-trip form), so what a
+reader parses back into float32 is bit-identical to what the worker computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from lte_core.errors import UpdateFormatError
+
+F32Array = npt.NDArray[np.float32]
+
+_MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LTEUpdate:
+    user_id: str
+    basis_version: str
+    encoder: str
+    as_of: float
+    window_start: float
+    window_end: float
+    n_events: int
+    weight_sum: float
+    coefficients: F32Array | None
+    vector: F32Array | None
+    due_at: float
+    produced_at: float
+
+    @property
+    def is_empty(self) -> bool:
+        """An emptied window: the user has no LTE at ``as_of``."""
+        return self.n_events == 0
+
+    def order_key(self) -> tuple[float, float]:
+        """Newer updates win: by ``as_of``, then ``due_at`` (DESIGN 3.5)."""
+        return (self.as_of, self.due_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "basis_version": self.basis_version,
+            "encoder": self.encoder,
+            "as_of": self.as_of,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "n_events": self.n_events,
+            "weight_sum": self.weight_sum,
+            "coefficients": self.coefficients,
+            "vector": self.vector,
+            "due_at": self.due_at,
+            "produced_at": self.produced_at,
+        }
+
+
+def encode_update(update: LTEUpdate) -> bytes:
+    return orjson.dumps(update.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _number(doc: dict[str, Any], name: str) -> float:
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UpdateFormatError(name, f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise UpdateFormatError(name, "must be finite")
+    return float(value)
+
+
+def _string(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not 1 <= len(value) <= _MAX_ID_CHARS:
+        raise UpdateFormatError(name, f"expected a string of 1-{_MAX_ID_CHARS} characters")
+    return value
+
+
+def _vector(doc: dict[str, Any], name: str, n_events: int) -> F32Array | None:
+    value = doc.get(name)
+    if value is None:
+        if n_events > 0:
+            raise UpdateFormatError(name, "is null but n_events > 0")
+        return None
+    if n_events == 0:
+        raise UpdateFormatError(name, "must be null when n_events = 0")
+    if not isinstance(value, list) or not value:
+        raise UpdateFormatError(name, "expected a non-empty list of numbers")
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise UpdateFormatError(name, "expected a list of numbers") from exc
+    if arr.ndim != 1 or not np.isfinite(arr).all():
+        raise UpdateFormatError(name, "expected a flat list of finite numbers")
+    return arr
+
+
+def decode_update(data: bytes) -> LTEUpdate:
+    """Parse and validate one record value; :class:`UpdateFormatError` names the bad field."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpdateFormatError("value", f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise UpdateFormatError("value", "expected a JSON object")
+    n_events = doc.get("n_events")
+    if isinstance(n_events, bool) or not isinstance(n_events, int) or n_events < 0:
+        raise UpdateFormatError("n_events", "expected a non-negative integer")
+    return LTEUpdate(
+        user_id=_string(doc, "user_id"),
+        basis_version=_string(doc, "basis_version"),
+        encoder=_string(doc, "encoder"),
+        as_of=_number(doc, "as_of"),
+        window_start=_number(doc, "window_start"),
+        window_end=_number(doc, "window_end"),
+        n_events=n_events,
+        weight_sum=_number(doc, "weight_sum"),
+        coefficients=_vector(doc, "coefficients", n_events),
+        vector=_vector(doc, "vector", n_events),
+        due_at=_number(doc, "due_at"),
+        produced_at=_number(doc, "produced_at"),
+    )

@@ -1,0 +1,50 @@
+"""Create the project's virtual environment and install the project into it.
+
+Used by ``scripts/demo`` and ``scripts/test`` so that a machine with only Python 3.11+ can
+run either with one command. The install is skipped when ``pyproject.toml`` has not changed
+since the last one (a hash stamp inside the venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("LTE_VENV", ROOT / ".venv"))
+BIN = VENV / "bin"
+
+
+def _say(message: str) -> None:
+    print(f"[setup] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_venv(extras: str) -> Path:
+    """Return the venv's python, creating and (re)installing it when needed."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - this runs under any system python
+        sys.exit(f"Python 3.11+ is required, this is {sys.version.split()[0]}")
+    python = BIN / "python"
+    if not python.exists():
+        _say(f"creating virtual environment {VENV}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / ".lte-installed"
+    if not stamp.exists() or stamp.read_text() != digest:
+        _say(f"installing lte-stream[{extras}] (first run takes a few minutes)")
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+        subprocess.run(
+            [*pip, "install", "--quiet", "-e", f"{ROOT}[{extras}]"], check=True, cwd=ROOT
+        )
+        stamp.write_text(digest)
+    return python
+
+
+def run(argv: list[str], **env: str) -> int:
+    """Run a command with the venv's bin first on PATH; return its exit status."""
+    full_env = {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.call(argv, cwd=ROOT, env=full_env)

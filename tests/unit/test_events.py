@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lte_core.events import EventRules, Interaction, Reason, Rejection, parse_interaction
+
+NOW = 1_700_000_000.0
+RULES = EventRules(max_future_skew=60.0, max_record_bytes=1024)
+
+
+def _ok(**fields: object) -> tuple[bytes, bytes]:
+    doc: dict[str, object] = {"user_id": "u1", "item_id": "i1", "ts": NOW - 10}
+    doc.update(fields)
+    return b"u1", orjson.dumps(doc)
+
+
+def test_valid_record() -> None:
+    key, value = _ok(weight=2.5, type="cart")
+    parsed = parse_interaction(key, value, NOW, RULES)
+    assert parsed == Interaction("u1", "i1", NOW - 10, 2.5, "cart")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason", "field"),
+    [
+        (b"u1", b"{not json", Reason.NOT_JSON, "value"),
+        (b"u1", None, Reason.NOT_JSON, "value"),
+        (b"u1", b"[1,2]", Reason.NOT_OBJECT, "value"),
+        (b"u1", b'{"item_id":"i","ts":1}', Reason.MISSING_FIELD, "user_id"),
+        (b"u1", b'{"user_id":"u1","ts":1}', Reason.MISSING_FIELD, "item_id"),
+        (b"u1", b'{"user_id":"u1","item_id":"i"}', Reason.MISSING_FIELD, "ts"),
+        (b"u1", b'{"user_id":1,"item_id":"i","ts":1}', Reason.BAD_FIELD, "user_id"),
+        (b"u1", b'{"user_id":"","item_id":"i","ts":1}', Reason.BAD_FIELD, "user_id"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":"1"}', Reason.BAD_FIELD, "ts"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":true}', Reason.BAD_FIELD, "ts"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":1e999}', Reason.NOT_JSON, "value"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":1,"weight":0}', Reason.BAD_FIELD, "weight"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":1,"weight":-1}', Reason.BAD_FIELD, "weight"),
+        (b"u1", b'{"user_id":"u1","item_id":"i","ts":1,"type":5}', Reason.BAD_FIELD, "type"),
+        (b"u2", b'{"user_id":"u1","item_id":"i","ts":1}', Reason.KEY_MISMATCH, "key"),
+        (None, b'{"user_id":"u1","item_id":"i","ts":1}', Reason.KEY_MISMATCH, "key"),
+        (
+            b"u1",
+            orjson.dumps({"user_id": "u1", "item_id": "i", "ts": NOW + 61}),
+            Reason.FUTURE_TS,
+            "ts",
+        ),
+        (
+            b"u1",
+            b'{"user_id":"u1","item_id":"' + b"x" * 2000 + b'","ts":1}',
+            Reason.TOO_LARGE,
+            "value",
+        ),
+        (
+            b"u1",
+            orjson.dumps({"user_id": "u1", "item_id": "i" * 257, "ts": 1}),
+            Reason.BAD_FIELD,
+            "item_id",
+        ),
+    ],
+)
+def test_rejections_name_reason_and_field(
+    key: bytes | None, value: bytes | None, reason: str, field: str
+) -> None:
+    parsed = parse_interaction(key, value, NOW, RULES)
+    assert isinstance(parsed, Rejection)
+    assert parsed.reason == reason
+    assert parsed.detail.startswith(f"{field}:")
+
+
+def test_nan_is_rejected() -> None:
+    # orjson refuses NaN literals, which is what producers of broken JSON send.
+    parsed = parse_interaction(b"u1", b'{"user_id":"u1","item_id":"i","ts":NaN}', NOW, RULES)
+    assert isinstance(parsed, Rejection) and parsed.reason == Reason.NOT_JSON
+
+
+def test_type_weights() -> None:
+    rules = EventRules(type_weights={"view": 1.0, "order": 5.0})
+    parsed = parse_interaction(*_ok(type="order", weight=2.0), NOW, rules)
+    assert isinstance(parsed, Interaction) and parsed.weight == 10.0
+    parsed = parse_interaction(*_ok(type="refund"), NOW, rules)
+    assert isinstance(parsed, Rejection) and parsed.reason == Reason.UNKNOWN_TYPE
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.binary(max_size=20)))
+def test_garbage_never_raises(value: bytes, key: bytes | None) -> None:
+    assert isinstance(parse_interaction(key, value, NOW, RULES), Interaction | Rejection)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["user_id", "item_id", "ts", "weight", "type", "x"]), json_values
+    )
+)
+def test_arbitrary_objects_are_accepted_only_when_valid(doc: dict[str, object]) -> None:
+    parsed = parse_interaction(b"u1", orjson.dumps(doc), NOW, RULES)
+    if isinstance(parsed, Interaction):
+        assert doc["user_id"] == "u1" and isinstance(doc["item_id"], str)
+        assert isinstance(doc["ts"], int | float) and not isinstance(doc["ts"], bool)
+        assert parsed.weight > 0

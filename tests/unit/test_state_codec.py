@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lte_core.errors import StateCodecError
+from lte_core.state import HEADER_BYTES, LaggedWindow, state_bytes
+from lte_core.window import WindowSpec
+
+SPEC = WindowSpec(window=30 * 86400, lag=7 * 86400, bucket=86400)
+
+
+def _state(n: int, d: int = 4, seed: int = 0) -> tuple[LaggedWindow, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((50, d)).astype(np.float32)
+    state = LaggedWindow(SPEC, d)
+    now = 1_700_000_000.0
+    ts = now - rng.uniform(0, 40 * 86400, n)
+    state.apply(
+        rng.integers(0, 50, n),
+        ts,
+        rng.uniform(0.5, 2, n),
+        vectors,
+        now,
+        offsets=np.arange(n),
+        partition=3,
+    )
+    return state, vectors
+
+
+@given(st.integers(0, 300), st.integers(1, 8), st.integers(0, 1000))
+def test_round_trip_is_exact(n: int, d: int, seed: int) -> None:
+    state, _ = _state(n, d, seed)
+    data = state.to_bytes()
+    again = LaggedWindow.from_bytes(data, SPEC, d)
+    assert again.to_bytes() == data
+    np.testing.assert_array_equal(again.sum, state.sum)
+    assert again.weight_sum == state.weight_sum
+    assert (again.count, again.pending, again.last_offset, again.source_partition) == (
+        state.count,
+        state.pending,
+        state.last_offset,
+        state.source_partition,
+    )
+    np.testing.assert_array_equal(again.window_items(), state.window_items())
+    np.testing.assert_array_equal(again.window_buckets(), state.window_buckets())
+    assert again.next_change() == state.next_change()
+
+
+def test_size_formula_is_16_bytes_or_less_per_event() -> None:
+    for n in (0, 10, 100, 1000):
+        state, _ = _state(n, d=64)
+        assert len(state.to_bytes()) == state_bytes(64, state.n_stored)
+    assert state_bytes(64, 1000) - state_bytes(64, 0) == 12_000
+    assert state_bytes(384, 0) == HEADER_BYTES + 8 * 384
+
+
+def test_fresh_state_without_clock_round_trips() -> None:
+    state = LaggedWindow(SPEC, 3)
+    again = LaggedWindow.from_bytes(state.to_bytes(), SPEC, 3)
+    assert not again.has_clock and again.is_empty and again.next_change() is None
+
+
+def test_decode_errors_are_precise() -> None:
+    state, _ = _state(5)
+    data = state.to_bytes()
+    with pytest.raises(StateCodecError, match="shorter than its header"):
+        LaggedWindow.from_bytes(data[:10], SPEC, 4)
+    with pytest.raises(StateCodecError, match="expected"):
+        LaggedWindow.from_bytes(data[:-1], SPEC, 4)
+    with pytest.raises(StateCodecError, match="fresh --state-dir"):
+        LaggedWindow.from_bytes(data, SPEC, 5)
+    with pytest.raises(StateCodecError, match="version 9"):
+        LaggedWindow.from_bytes(b"\x09" + data[1:], SPEC, 4)
