@@ -2,14 +2,12 @@
 
 The LTE vector is always ``Bᵀ·c`` for coefficients ``c``: whatever the encoder, the result
 stays in the span of the content basis, which is what keeps LTEs comparable across model
-versions. ``mean`` (uniform weighted average, the default and the paper's winner) needs only
-the running sum the state keeps, so it costs O(d) per user; ``recency`` re-weights the
-window's events by age and therefore reads the event multiset, O(n·d) per user.
+versions. Encoders read O(d) running sums (:class:`~lte_core.summary.WindowSummary`), never
+the events, so emitting an LTE costs the same for a 7-day and a 2-year window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,27 +17,9 @@ import numpy.typing as npt
 from lte_core.basis import BasisArtifact
 from lte_core.duration import format_duration, parse_duration
 from lte_core.errors import ConfigError, EncoderError
+from lte_core.summary import WindowSummary
 
 F64Array = npt.NDArray[np.float64]
-
-
-class WindowContents(Protocol):
-    """What an encoder may read of one user's window (``LaggedWindow`` provides it)."""
-
-    @property
-    def sum(self) -> F64Array: ...
-
-    @property
-    def weight_sum(self) -> float: ...
-
-    @property
-    def count(self) -> int: ...
-
-    def window_items(self) -> npt.NDArray[np.uint32]: ...
-
-    def window_weights(self) -> npt.NDArray[np.float32]: ...
-
-    def window_buckets(self) -> npt.NDArray[np.int64]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +59,13 @@ class Encoder(Protocol):
         """Written into every update's ``encoder`` field and part of the store key."""
         ...
 
-    def encode(self, windows: Sequence[WindowContents]) -> Encoded: ...
+    def encode(self, windows: WindowSummary) -> Encoded: ...
 
 
-def _check_non_empty(windows: Sequence[WindowContents]) -> None:
-    for i, w in enumerate(windows):
-        if w.count <= 0:
-            raise ValueError(f"window {i} is empty; empty windows have no LTE (vector = null)")
+def _check_non_empty(windows: WindowSummary) -> None:
+    if (windows.counts <= 0).any():
+        i = int(np.flatnonzero(windows.counts <= 0)[0])
+        raise ValueError(f"window {i} is empty; empty windows have no LTE (vector = null)")
 
 
 class MeanEncoder:
@@ -97,42 +77,34 @@ class MeanEncoder:
         self._project = Projection(basis)
         self._d = basis.d
 
-    def encode(self, windows: Sequence[WindowContents]) -> Encoded:
+    def encode(self, windows: WindowSummary) -> Encoded:
         _check_non_empty(windows)
-        if not windows:
-            return self._project(np.empty((0, self._d)))
-        sums = np.stack([w.sum for w in windows])
-        weights = np.fromiter((w.weight_sum for w in windows), dtype=np.float64)
-        return self._project(sums / weights[:, None])
+        return self._project(windows.sums / windows.weight_sums[:, None])
 
 
 class RecencyEncoder:
     """Exponentially decayed mean: event weight ``wᵢ · 2^-(age/half_life)``.
 
-    Age is measured in whole buckets from the newest event of the window (the state keeps
-    buckets, not exact timestamps), so the LTE changes only when events enter or leave,
-    like ``mean``; the common decay factor of a later clock cancels in the mean.
+    Age is counted in whole buckets (the state keeps buckets, not exact timestamps). It
+    reads the decayed sums that a :class:`~lte_core.engine.WindowEngine` built with the
+    same half-life maintains, so it costs O(d) per user like ``mean``.
     """
 
-    def __init__(self, basis: BasisArtifact, half_life: int, bucket: int) -> None:
+    def __init__(self, basis: BasisArtifact, half_life: int) -> None:
         if half_life <= 0:
             raise ConfigError("encoder: recency half-life must be positive")
         self._project = Projection(basis)
-        self._vectors = basis.item_vectors
-        self._d = basis.d
-        self._half_life = half_life
-        self._bucket = bucket
+        self.half_life = half_life
         self.name = f"recency:{format_duration(half_life)}"
 
-    def encode(self, windows: Sequence[WindowContents]) -> Encoded:
+    def encode(self, windows: WindowSummary) -> Encoded:
         _check_non_empty(windows)
-        out = np.empty((len(windows), self._d), dtype=np.float64)
-        for i, w in enumerate(windows):
-            buckets = w.window_buckets()
-            age = (buckets.max() - buckets).astype(np.float64) * (self._bucket / self._half_life)
-            wts = w.window_weights().astype(np.float64) * np.exp2(-age)
-            out[i] = (wts @ self._vectors[w.window_items()].astype(np.float64)) / wts.sum()
-        return self._project(out)
+        if windows.decayed_sums is None or windows.decayed_weights is None:
+            raise EncoderError(
+                f"{self.name}: the window state keeps no decayed sums; build the engine with "
+                f"half_life={self.half_life}"
+            )
+        return self._project(windows.decayed_sums / windows.decayed_weights[:, None])
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +130,9 @@ class EncoderSpec:
         )
 
 
-def build_encoder(spec: EncoderSpec, basis: BasisArtifact, bucket: int) -> Encoder:
+def build_encoder(spec: EncoderSpec, basis: BasisArtifact) -> Encoder:
     if spec.kind == "mean":
         return MeanEncoder(basis)
     if spec.kind == "recency":
-        return RecencyEncoder(basis, spec.half_life, bucket)
+        return RecencyEncoder(basis, spec.half_life)
     raise EncoderError(f"--encoder: ae encoders are not available in this build ({spec.path})")

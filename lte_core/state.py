@@ -11,40 +11,39 @@ Representation, chosen for memory at 10^8 users and for O(d) work per event:
   ``w * v`` is exact in float64 and adds/subtracts cancel up to float64 rounding of the sum
   (≈1e-16 relative); the sum is reset to exact zero whenever the window empties.
 
-Serialised size: ``40 + 8·d + 12·n`` bytes for ``n`` stored events (header, float64 sum,
-three int32/uint32/float32 columns). A clock that moves backwards is ignored: a window that
-has already let events go cannot take them back.
+Serialised size: ``64 + 8·d + 12·n`` bytes for ``n`` stored events (:meth:`to_bytes`).
+A clock that moves backwards is ignored: a window that has let events go cannot take them
+back. The streaming worker stores the same head but one record per event
+(:mod:`lte_core.engine`); this class is the readable one-user reference.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from lte_core.errors import EventTimeRangeError, StateCodecError
+from lte_core.head import Heads, head_bytes, parse_heads, serialise_heads
+from lte_core.summary import WindowSummary
 from lte_core.window import MAX_RELATIVE_BUCKETS, WindowSpec
 
-FORMAT_VERSION = 1
-#: version u8, flags u8, d u16, n_events u32, source partition i32, reserved u32,
-#: end bucket i64, last applied source offset i64, weight sum f64.
-_HEADER = struct.Struct("<BBHIiIqqd")
-HEADER_BYTES = _HEADER.size
+__all__ = ["ApplyOutcome", "LaggedWindow", "WindowDelta", "state_bytes"]
+
 _NO_CLOCK = -(2**63)
-_FLAG_HAS_CLOCK = 1
-EVENT_BYTES = 12
+_EVENT_DTYPE = np.dtype([("rel", "<i4"), ("item", "<u4"), ("weight", "<f4")])
+
+
+def state_bytes(d: int, n_events: int) -> int:
+    """Serialised size of a whole window: ``64 + 8·d + 12·n``."""
+    return head_bytes(d, decayed=False) + _EVENT_DTYPE.itemsize * n_events
+
 
 F64Array = npt.NDArray[np.float64]
 F32Array = npt.NDArray[np.float32]
 I64Array = npt.NDArray[np.int64]
 U32Array = npt.NDArray[np.uint32]
-
-
-def state_bytes(d: int, n_events: int) -> int:
-    """Serialised size of a state with ``n_events`` stored events (the documented formula)."""
-    return HEADER_BYTES + 8 * d + EVENT_BYTES * n_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +154,15 @@ class LaggedWindow:
 
     def window_buckets(self) -> I64Array:
         return self._buckets[: self._entered]
+
+    @property
+    def oldest_bucket(self) -> int | None:
+        """Smallest stored bucket (in the window or pending)."""
+        return int(self._buckets[0]) if len(self._buckets) else None
+
+    @property
+    def first_pending_bucket(self) -> int | None:
+        return int(self._buckets[self._entered]) if self._entered < len(self._buckets) else None
 
     def next_change(self) -> int | None:
         """The next clock time at which this window's contents change, or None if never.
@@ -278,66 +286,79 @@ class LaggedWindow:
         self._sum += sign * (w @ vectors[self._items[rows]].astype(np.float64))
         self._weight_sum += sign * float(w.sum())
 
-    # -- bytes ---------------------------------------------------------------------------
+    # -- summaries and bytes ----------------------------------------------------------------
+
+    def summary(
+        self, vectors: F32Array | None = None, half_life: float | None = None
+    ) -> WindowSummary:
+        """This window as an encoder reads it. With ``half_life`` (and ``vectors``) the
+        decayed sums are recomputed from the event multiset; the streaming engine maintains
+        them incrementally instead, and tests compare the two."""
+        decayed_sums = decayed_weights = None
+        if half_life is not None:
+            if vectors is None:
+                raise ValueError("decayed sums need the item vectors")
+            age = (self._end - self.window_buckets()).astype(np.float64)
+            w = self.window_weights().astype(np.float64) * np.exp2(
+                -age * (self.spec.bucket / half_life)
+            )
+            decayed_sums = (w @ vectors[self.window_items()].astype(np.float64))[None, :]
+            decayed_weights = np.array([w.sum()])
+        return WindowSummary(
+            sums=self._sum[None, :].copy(),
+            weight_sums=np.array([self._weight_sum]),
+            counts=np.array([self._entered], dtype=np.int64),
+            decayed_sums=decayed_sums,
+            decayed_weights=decayed_weights,
+        )
 
     def to_bytes(self) -> bytes:
-        n = len(self._buckets)
-        has_clock = self.has_clock
-        header = _HEADER.pack(
-            FORMAT_VERSION,
-            _FLAG_HAS_CLOCK if has_clock else 0,
-            self.d,
-            n,
-            self.source_partition,
-            0,
-            self._end if has_clock else 0,
-            self.last_offset,
-            self._weight_sum,
-        )
-        rel = (self._buckets - (self._end if has_clock else 0)).astype(np.int32)
-        return b"".join(
-            (
-                header,
-                self._sum.astype("<f8", copy=False).tobytes(),
-                rel.astype("<i4", copy=False).tobytes(),
-                self._items.astype("<u4", copy=False).tobytes(),
-                self._weights.astype("<f4", copy=False).tobytes(),
-            )
-        )
+        """Head (:mod:`lte_core.head`) followed by the stored events as 12-byte records
+        ``(bucket - end i32, item u32, weight f32)``: ``64 + 8·d + 12·n`` bytes."""
+        heads = Heads.empty(1, self.d, decayed=False)
+        heads.has_clock[0] = self.has_clock
+        heads.count[0] = self._entered
+        heads.n[0] = len(self._buckets)
+        heads.partition[0] = self.source_partition
+        heads.end[0] = self._end if self.has_clock else 0
+        heads.last_offset[0] = self.last_offset
+        if len(self._buckets):
+            heads.oldest[0] = self._buckets[0]
+            if self._entered < len(self._buckets):
+                heads.pending_min[0] = self._buckets[self._entered]
+        heads.weight_sum[0] = self._weight_sum
+        heads.sums[0] = self._sum
+        events = np.empty(len(self._buckets), dtype=_EVENT_DTYPE)
+        events["rel"] = self._buckets - heads.end[0]
+        events["item"] = self._items
+        events["weight"] = self._weights
+        return serialise_heads(heads, np.zeros(1, dtype=np.int64))[0] + events.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, spec: WindowSpec, d: int) -> LaggedWindow:
-        if len(data) < HEADER_BYTES:
-            raise StateCodecError(f"state is {len(data)} bytes, shorter than its header")
-        version, flags, d_stored, n, partition, _, end, last_offset, weight_sum = (
-            _HEADER.unpack_from(data)
-        )
-        if version != FORMAT_VERSION:
+        size = head_bytes(d, decayed=False)
+        if len(data) < size or (len(data) - size) % _EVENT_DTYPE.itemsize:
             raise StateCodecError(
-                f"state format version {version} is not supported (expected {FORMAT_VERSION})"
+                f"state is {len(data)} bytes; expected {size} + 12·n for d={d} "
+                "(written for another basis? use a fresh --state-dir)"
             )
-        if d_stored != d:
+        heads = parse_heads([data[:size]], d, decayed=False)
+        n = int(heads.n[0])
+        if len(data) != state_bytes(d, n):
             raise StateCodecError(
-                f"state has dimension {d_stored} but the basis has {d}: the state directory "
-                "belongs to another basis; use a fresh --state-dir"
+                f"state is {len(data)} bytes, expected {state_bytes(d, n)} for n={n}"
             )
-        expected = state_bytes(d, n)
-        if len(data) != expected:
-            raise StateCodecError(f"state is {len(data)} bytes, expected {expected} for n={n}")
         state = cls(spec, d)
-        has_clock = bool(flags & _FLAG_HAS_CLOCK)
+        has_clock = bool(heads.has_clock[0])
+        end = int(heads.end[0])
         state._end = end if has_clock else _NO_CLOCK
-        state.last_offset = last_offset
-        state.source_partition = partition
-        state._weight_sum = weight_sum
-        pos = HEADER_BYTES
-        state._sum = np.frombuffer(data, dtype="<f8", count=d, offset=pos).astype(np.float64)
-        pos += 8 * d
-        rel = np.frombuffer(data, dtype="<i4", count=n, offset=pos)
-        state._buckets = rel.astype(np.int64) + (end if has_clock else 0)
-        pos += 4 * n
-        state._items = np.frombuffer(data, dtype="<u4", count=n, offset=pos).astype(np.uint32)
-        pos += 4 * n
-        state._weights = np.frombuffer(data, dtype="<f4", count=n, offset=pos).astype(np.float32)
-        state._entered = int(np.searchsorted(state._buckets, end, side="left")) if has_clock else 0
+        state.last_offset = int(heads.last_offset[0])
+        state.source_partition = int(heads.partition[0])
+        state._weight_sum = float(heads.weight_sum[0])
+        state._sum = heads.sums[0].copy()
+        events = np.frombuffer(data, dtype=_EVENT_DTYPE, count=n, offset=size)
+        state._buckets = events["rel"].astype(np.int64) + (end if has_clock else 0)
+        state._items = events["item"].astype(np.uint32)
+        state._weights = events["weight"].astype(np.float32)
+        state._entered = int(heads.count[0])
         return state

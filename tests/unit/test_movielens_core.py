@@ -56,7 +56,7 @@ def test_every_user_matches_the_oracle_at_several_clock_points(ml100k: Path) -> 
             assert state.count == len(inside), user
             if len(inside):
                 mean = vectors[items[inside]].astype(np.float64).mean(axis=0)
-                got = encoder.encode([state]).vectors[0]
+                got = encoder.encode(state.summary()).vectors[0]
                 assert np.abs(got - mean).max() <= 1e-5, user
             checked += 1
         assert checked == len(states)

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lte_core.errors import StateCodecError
-from lte_core.state import HEADER_BYTES, LaggedWindow, state_bytes
+from lte_core.state import LaggedWindow, state_bytes
 from lte_core.window import WindowSpec
 
 SPEC = WindowSpec(window=30 * 86400, lag=7 * 86400, bucket=86400)
@@ -54,7 +54,7 @@ def test_size_formula_is_16_bytes_or_less_per_event() -> None:
         state, _ = _state(n, d=64)
         assert len(state.to_bytes()) == state_bytes(64, state.n_stored)
     assert state_bytes(64, 1000) - state_bytes(64, 0) == 12_000
-    assert state_bytes(384, 0) == HEADER_BYTES + 8 * 384
+    assert state_bytes(384, 0) == 64 + 8 * 384
 
 
 def test_fresh_state_without_clock_round_trips() -> None:
@@ -66,11 +66,11 @@ def test_fresh_state_without_clock_round_trips() -> None:
 def test_decode_errors_are_precise() -> None:
     state, _ = _state(5)
     data = state.to_bytes()
-    with pytest.raises(StateCodecError, match="shorter than its header"):
+    with pytest.raises(StateCodecError, match="fresh --state-dir"):
         LaggedWindow.from_bytes(data[:10], SPEC, 4)
     with pytest.raises(StateCodecError, match="expected"):
-        LaggedWindow.from_bytes(data[:-1], SPEC, 4)
-    with pytest.raises(StateCodecError, match="fresh --state-dir"):
+        LaggedWindow.from_bytes(data[:-12], SPEC, 4)
+    with pytest.raises(StateCodecError, match="another basis"):
         LaggedWindow.from_bytes(data, SPEC, 5)
     with pytest.raises(StateCodecError, match="version 9"):
         LaggedWindow.from_bytes(b"\x09" + data[1:], SPEC, 4)
