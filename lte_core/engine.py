@@ -33,8 +33,9 @@ F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 U32 = npt.NDArray[np.uint32]
 
-#: Per-event outcome codes of :attr:`EngineResult.outcome`.
-APPLIED, LATE, DUPLICATE = 0, 1, 2
+#: Per-event outcome codes of :attr:`EngineResult.outcome`: applied into the window, stored
+#: behind the lag (applied, enters later), too old, or already applied (redelivery).
+APPLIED, PENDING, LATE, DUPLICATE = 0, 1, 2, 3
 #: ``next_change`` value of a window that will never change again.
 NEVER = -1
 #: Lower bound of a range read that should also collect stray records below the window.
@@ -135,6 +136,26 @@ class EngineResult:
     end: I64
     next_change: I64
     prev_next_change: I64
+    #: change in the number of users with a head, and of stored events
+    users_delta: int = 0
+    stored_delta: int = 0
+
+
+def due_times(spec: WindowSpec, heads: Heads) -> I64:
+    """Next clock time each window changes (:data:`NEVER` if it will not): the oldest
+    in-window event leaves, or the first pending event enters — whichever comes first."""
+    big = np.iinfo(np.int64).max
+    leave = np.where(
+        heads.has_clock & (heads.count > 0),
+        (heads.oldest + spec.n_buckets + 1) * spec.bucket + spec.lag,
+        big,
+    )
+    pending = heads.has_clock & (heads.pending_min != NO_BUCKET)
+    enter = np.where(
+        pending, (np.where(pending, heads.pending_min, 0) + 1) * spec.bucket + spec.lag, big
+    )
+    soonest = np.minimum(leave, enter)
+    return np.where(soonest == big, NEVER, soonest)
 
 
 class WindowEngine:
@@ -158,19 +179,7 @@ class WindowEngine:
         return self.half_life is not None
 
     def _next_change(self, heads: Heads) -> I64:
-        spec = self.spec
-        big = np.iinfo(np.int64).max
-        leave = np.where(
-            heads.has_clock & (heads.count > 0),
-            (heads.oldest + spec.n_buckets + 1) * spec.bucket + spec.lag,
-            big,
-        )
-        pending = heads.has_clock & (heads.pending_min != NO_BUCKET)
-        enter = np.where(
-            pending, (np.where(pending, heads.pending_min, 0) + 1) * spec.bucket + spec.lag, big
-        )
-        soonest = np.minimum(leave, enter)
-        return np.where(soonest == big, NEVER, soonest)
+        return due_times(self.spec, heads)
 
     def _contributions(
         self, heads: Heads, new_end: I64, *, users: I64, items: U32, signed_w: F64, buckets: I64
@@ -219,6 +228,8 @@ class WindowEngine:
             raise ValueError("events.seg must have one entry per user plus one")
         heads = parse_heads(reader.read_heads(users), self.d, self.decayed)
         prev_next = self._next_change(heads)
+        existed = heads.has_clock.copy()
+        stored_before = int(heads.n.sum())
         old_end = heads.end.copy()
         old_start = old_end - nb
         end_now = spec.end_bucket(now)
@@ -295,6 +306,7 @@ class WindowEngine:
             weight=events.weights[accepted].astype(np.float32, copy=False),
         )
         new_in = new.bucket < new_end[au]
+        outcome[np.flatnonzero(accepted)[~new_in]] = PENDING
 
         # -- sums and counts -----------------------------------------------------------------
         self._contributions(
@@ -372,4 +384,6 @@ class WindowEngine:
             end=new_end,
             next_change=self._next_change(heads),
             prev_next_change=prev_next,
+            users_delta=int(np.count_nonzero(~gone & ~existed) - np.count_nonzero(gone & existed)),
+            stored_delta=int(heads.n.sum()) - stored_before,
         )

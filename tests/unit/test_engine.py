@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lte_core.engine import APPLIED, DUPLICATE, LATE, NEVER, EventColumns, WindowEngine
+from lte_core.engine import (
+    APPLIED,
+    DUPLICATE,
+    LATE,
+    NEVER,
+    PENDING,
+    EventColumns,
+    WindowEngine,
+)
 from lte_core.errors import StateCodecError
 from lte_core.head import NO_BUCKET, parse_heads
 from lte_core.memory_store import MemoryWindowStore
@@ -113,8 +121,11 @@ def test_engine_equals_reference(run: Run) -> None:
         before = {u: refs[u].next_change() for u in batch_users}
         summary_before = {u: refs[u].summary() for u in batch_users}
         batch_keys = [keys[u] for u in batch_users]
+        heads_before, stored_before = len(store.heads), sum(map(len, store.events.values()))
         result = engine.process(store, batch_keys, cols, clock, partition=2)
         store.commit(batch_keys, result)
+        assert len(store.heads) - heads_before == result.users_delta
+        assert sum(map(len, store.events.values())) - stored_before == result.stored_delta
         for i, u in enumerate(batch_users):
             evs = per_user[u]
             ref = refs[u]
@@ -128,7 +139,7 @@ def test_engine_equals_reference(run: Run) -> None:
                 partition=2,
             )
             codes = result.outcome[seg[i] : seg[i + 1]]
-            assert out.applied == int((codes == APPLIED).sum())
+            assert out.applied == int(((codes == APPLIED) | (codes == PENDING)).sum())
             assert out.late + out.duplicate == int(((codes == LATE) | (codes == DUPLICATE)).sum())
             assert result.prev_next_change[i] == (NEVER if before[u] is None else before[u])
             want_next = ref.next_change()
@@ -210,6 +221,7 @@ def test_changed_flags_exactly_the_users_whose_window_moved() -> None:
     result = WindowEngine(spec, vectors).process(store, [b"a", b"b", b"c"], cols, now=100.0)
     # a: in window; b: pending (future) -> no change yet; c: nothing at all
     assert result.changed.tolist() == [True, False, False]
+    assert result.outcome.tolist() == [APPLIED, PENDING]
     assert result.heads[2] is None and result.heads[1] is not None
     assert result.next_change.tolist() == [110, 151, NEVER]
 

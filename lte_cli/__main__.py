@@ -1,0 +1,3 @@
+from lte_cli.main import cli
+
+cli()

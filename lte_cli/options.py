@@ -1,0 +1,132 @@
+"""Flags shared by several commands. Every flag has an ``LTE_*`` environment default."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from lte_core.duration import parse_duration
+from lte_runtime.kafka_config import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSettings
+from lte_runtime.logs import LEVELS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def kafka_options(func: F) -> F:
+    """``--broker`` and the TLS/SASL settings; the SASL password is read from
+    ``LTE_KAFKA_SASL_PASSWORD`` (a flag would leak it into process listings)."""
+    decorators = [
+        click.option(
+            "--broker",
+            envvar="LTE_BROKER",
+            default="127.0.0.1:9092",
+            show_default=True,
+            show_envvar=True,
+            help="Kafka bootstrap host:port.",
+        ),
+        click.option(
+            "--kafka-security-protocol",
+            envvar="LTE_KAFKA_SECURITY_PROTOCOL",
+            type=click.Choice(SECURITY_PROTOCOLS),
+            default="PLAINTEXT",
+            show_default=True,
+            show_envvar=True,
+        ),
+        click.option(
+            "--kafka-sasl-mechanism",
+            envvar="LTE_KAFKA_SASL_MECHANISM",
+            type=click.Choice(SASL_MECHANISMS),
+            default=None,
+            show_envvar=True,
+        ),
+        click.option(
+            "--kafka-sasl-username",
+            envvar="LTE_KAFKA_SASL_USERNAME",
+            default=None,
+            show_envvar=True,
+        ),
+        click.option(
+            "--kafka-ssl-cafile",
+            envvar="LTE_KAFKA_SSL_CAFILE",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False),
+            show_envvar=True,
+        ),
+        click.option(
+            "--kafka-ssl-certfile",
+            envvar="LTE_KAFKA_SSL_CERTFILE",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False),
+            show_envvar=True,
+        ),
+        click.option(
+            "--kafka-ssl-keyfile",
+            envvar="LTE_KAFKA_SSL_KEYFILE",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False),
+            show_envvar=True,
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def kafka_settings(options: dict[str, Any], client_id: str) -> KafkaSettings:
+    import os  # noqa: PLC0415
+
+    return KafkaSettings(
+        bootstrap=options.pop("broker"),
+        security_protocol=options.pop("kafka_security_protocol"),
+        sasl_mechanism=options.pop("kafka_sasl_mechanism"),
+        sasl_username=options.pop("kafka_sasl_username"),
+        sasl_password=os.environ.get("LTE_KAFKA_SASL_PASSWORD"),
+        ssl_cafile=options.pop("kafka_ssl_cafile"),
+        ssl_certfile=options.pop("kafka_ssl_certfile"),
+        ssl_keyfile=options.pop("kafka_ssl_keyfile"),
+        client_id=client_id,
+    )
+
+
+log_level_option = click.option(
+    "--log-level",
+    envvar="LTE_LOG_LEVEL",
+    type=click.Choice(LEVELS),
+    default="info",
+    show_default=True,
+    show_envvar=True,
+)
+
+
+class Duration(click.ParamType):
+    """``90s``, ``1h``, ``28d`` … as whole seconds; the error names the flag."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(str(value), field=f"--{param.name}" if param else "duration")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so the process shuts down cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

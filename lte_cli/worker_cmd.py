@@ -1,0 +1,272 @@
+"""``lte worker`` — the streaming updater."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lte_cli.main import reports_errors
+from lte_cli.options import (
+    DURATION,
+    kafka_options,
+    kafka_settings,
+    log_level_option,
+    run_until_signalled,
+)
+from lte_core.encoders import EncoderSpec
+from lte_core.errors import ConfigError
+from lte_core.events import EventRules
+from lte_core.window import WindowSpec
+
+
+def parse_type_weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not weight > 0:
+            raise ConfigError(
+                f"--type-weights: expected type=weight pairs with weights > 0, e.g. "
+                f"view=1,cart=3,order=5; got {part!r}"
+            )
+        weights[name.strip()] = weight
+    return weights
+
+
+@click.command()
+@kafka_options
+@click.option(
+    "--basis",
+    "basis_dir",
+    envvar="LTE_BASIS",
+    required=True,
+    show_envvar=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Basis artifact directory (lte basis build).",
+)
+@click.option(
+    "--window",
+    envvar="LTE_WINDOW",
+    type=DURATION,
+    default="365d",
+    show_default=True,
+    show_envvar=True,
+    help="Window length W.",
+)
+@click.option(
+    "--lag",
+    envvar="LTE_LAG",
+    type=DURATION,
+    default="28d",
+    show_default=True,
+    show_envvar=True,
+    help="Lag L: the window ends L before the clock.",
+)
+@click.option(
+    "--bucket",
+    envvar="LTE_BUCKET",
+    type=DURATION,
+    default="1d",
+    show_default=True,
+    show_envvar=True,
+    help="Bucket G: the window moves in steps of G.",
+)
+@click.option(
+    "--encoder",
+    envvar="LTE_ENCODER",
+    default="mean",
+    show_default=True,
+    show_envvar=True,
+    help="mean | recency:<half-life> | ae:<artifact dir>.",
+)
+@click.option(
+    "--now",
+    envvar="LTE_NOW",
+    type=float,
+    default=None,
+    show_envvar=True,
+    help="Freeze the clock at this Unix time (replays, backfills). Default: wall time.",
+)
+@click.option(
+    "--state-dir",
+    envvar="LTE_STATE_DIR",
+    default="var/state",
+    show_default=True,
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--input-topic",
+    envvar="LTE_INPUT_TOPIC",
+    default="interactions",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--updates-topic",
+    envvar="LTE_UPDATES_TOPIC",
+    default="lte-updates",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--dlq-topic",
+    envvar="LTE_DLQ_TOPIC",
+    default="interactions-dlq",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--changelog-topic",
+    envvar="LTE_CHANGELOG_TOPIC",
+    default=None,
+    show_envvar=True,
+    help="Default: <group-id>-state-changelog.",
+)
+@click.option(
+    "--no-changelog",
+    is_flag=True,
+    envvar="LTE_NO_CHANGELOG",
+    help="Keep state only on local disk (no recovery on another worker).",
+)
+@click.option(
+    "--group-id", envvar="LTE_GROUP_ID", default="lte-worker", show_default=True, show_envvar=True
+)
+@click.option(
+    "--partitions",
+    envvar="LTE_PARTITIONS",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Partitions for topics it creates.",
+)
+@click.option(
+    "--max-future-skew",
+    envvar="LTE_MAX_FUTURE_SKEW",
+    type=DURATION,
+    default="1h",
+    show_default=True,
+    show_envvar=True,
+    help="Events later than clock + skew are dead-lettered (future_ts).",
+)
+@click.option(
+    "--max-record-bytes",
+    envvar="LTE_MAX_RECORD_BYTES",
+    type=click.IntRange(min=64),
+    default=4096,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--type-weights",
+    envvar="LTE_TYPE_WEIGHTS",
+    default=None,
+    show_envvar=True,
+    help="Per-type weight multipliers, e.g. view=1,cart=3,order=5 (others rejected).",
+)
+@click.option(
+    "--batch-max-records",
+    envvar="LTE_BATCH_MAX_RECORDS",
+    default=20000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--batch-timeout-ms",
+    envvar="LTE_BATCH_TIMEOUT_MS",
+    default=50,
+    type=click.IntRange(min=0),
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--sweep-interval",
+    envvar="LTE_SWEEP_INTERVAL",
+    type=float,
+    default=1.0,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds between due-time sweeps.",
+)
+@click.option(
+    "--sweep-batch",
+    envvar="LTE_SWEEP_BATCH",
+    type=click.IntRange(min=1),
+    default=20000,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--metrics-host",
+    envvar="LTE_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--metrics-port",
+    envvar="LTE_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=9400,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--session-timeout-ms",
+    envvar="LTE_SESSION_TIMEOUT_MS",
+    default=10000,
+    type=click.IntRange(min=1000),
+    show_default=True,
+    show_envvar=True,
+)
+@log_level_option
+@reports_errors
+def worker(**options: Any) -> None:
+    """Consume interactions, keep every user's lagged window, emit LTE updates."""
+    from lte_runtime.logs import configure  # noqa: PLC0415
+    from streams.settings import Topics, WorkerSettings  # noqa: PLC0415
+    from streams.worker import Worker  # noqa: PLC0415
+
+    kafka = kafka_settings(options, client_id="lte-worker")
+    group = options["group_id"]
+    settings = WorkerSettings(
+        kafka=kafka,
+        basis_dir=options["basis_dir"],
+        window=WindowSpec(options["window"], options["lag"], options["bucket"]),
+        encoder=EncoderSpec.parse(options["encoder"]),
+        state_dir=options["state_dir"],
+        topics=Topics(
+            interactions=options["input_topic"],
+            updates=options["updates_topic"],
+            dead_letters=options["dlq_topic"],
+            changelog=options["changelog_topic"] or f"{group}-state-changelog",
+        ),
+        group_id=group,
+        partitions=options["partitions"],
+        now=options["now"],
+        rules=EventRules(
+            max_future_skew=float(options["max_future_skew"]),
+            max_record_bytes=options["max_record_bytes"],
+            type_weights=parse_type_weights(options["type_weights"]),
+        ),
+        batch_max_records=options["batch_max_records"],
+        batch_timeout_ms=options["batch_timeout_ms"],
+        sweep_interval=options["sweep_interval"],
+        sweep_batch=options["sweep_batch"],
+        changelog=not options["no_changelog"],
+        metrics_host=options["metrics_host"],
+        metrics_port=options["metrics_port"],
+        session_timeout_ms=options["session_timeout_ms"],
+        log_level=options["log_level"],
+    )
+    configure(settings.log_level, "lte-worker")
+    run_until_signalled(Worker(settings).run)

@@ -1,0 +1,75 @@
+"""Kafka connection settings shared by the worker, the refresher and ``lte replay``.
+
+Secrets (SASL password, key password) come from the environment or flags at the entry point
+and are never logged: :meth:`KafkaSettings.describe` masks them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from lte_core.errors import ConfigError
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "lte"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap:
+            raise ConfigError("--broker: give host:port of a Kafka broker (LTE_BROKER)")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"--kafka-security-protocol: expected one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"--kafka-sasl-mechanism: expected one of {', '.join(SASL_MECHANISMS)} "
+                    f"with {self.security_protocol}"
+                )
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError(
+                    f"{self.security_protocol} needs LTE_KAFKA_SASL_USERNAME and "
+                    "LTE_KAFKA_SASL_PASSWORD"
+                )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka producers, consumers and admin clients."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            kwargs["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def describe(self) -> str:
+        auth = (
+            f" sasl={self.sasl_mechanism} user={self.sasl_username} password=***"
+            if (self.sasl_password)
+            else ""
+        )
+        return f"{self.bootstrap} ({self.security_protocol}{auth})"

@@ -1,0 +1,303 @@
+"""One input partition's window state in RocksDB (rocksdict, raw bytes only — nothing is
+ever pickled).
+
+Key layout, chosen so that every access the engine makes is a point lookup or one short
+ordered scan inside a single user's key range::
+
+    h <user>                                   head (lte_core.head)
+    e <len u16> <user> <bucket+2^63 u64> <offset u64>   one event: item u32 | weight f32
+    d <due+2^63 u64> <user>                    due-time index for the sweeper (derived)
+    m <name>                                   metadata: changelog position, clock, config
+
+Integers in keys are big-endian so byte order is numeric order. Heads and events are what
+the changelog carries; the due index is rebuilt from heads, so it is never shipped.
+
+Writes go through :class:`StoreWrite`, which collects one batch's mutations in a RocksDB
+``WriteBatch`` (atomic on commit) and, in the same order, the changelog records: event puts,
+then heads, then event deletes. That order is what keeps a changelog cut off mid-batch
+consistent (see ``docs/guarantees`` in the README).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from rocksdict import (
+    DBCompressionType,
+    Options,
+    Rdict,
+    WriteBatch,
+)
+
+from lte_core.engine import (
+    NEVER,
+    EngineResult,
+    RangeRequests,
+    RangeResult,
+)
+from lte_core.head import NO_BUCKET
+from streams.errors import StateStoreError
+
+HEAD = b"h"
+EVENT = b"e"
+DUE = b"d"
+META = b"m"
+_BIAS = 1 << 63
+_U64 = struct.Struct(">Q")
+_EVENT_SUFFIX = struct.Struct(">QQ")
+_EVENT_VALUE = struct.Struct("<If")
+_EVENT_VALUE_DTYPE = np.dtype([("item", "<u4"), ("weight", "<f4")])
+
+META_CHANGELOG = b"changelog_offset"
+META_CLOCK = b"clock"
+META_CONFIG = b"config"
+
+ChangelogRecord = tuple[bytes, bytes | None]
+
+
+def event_prefix(user: bytes) -> bytes:
+    return EVENT + len(user).to_bytes(2, "big") + user
+
+
+def event_key(user: bytes, bucket: int, offset: int) -> bytes:
+    return event_prefix(user) + _EVENT_SUFFIX.pack(bucket + _BIAS, offset)
+
+
+def due_key(due: int, user: bytes) -> bytes:
+    return DUE + _U64.pack(due + _BIAS) + user
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_compression_type(DBCompressionType.lz4())
+    opts.set_bottommost_compression_type(DBCompressionType.zstd())
+    opts.set_max_background_jobs(2)
+    opts.set_keep_log_file_num(3)
+    return opts
+
+
+class WindowStore:
+    """Read side for :class:`lte_core.engine.WindowEngine`, plus metadata and the sweep scan."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = Rdict(str(self.path), _options())
+        except Exception as exc:  # rocksdict raises plain Exception for I/O and lock errors
+            raise StateStoreError(
+                f"cannot open state store {self.path}: {exc}. Is another worker using this "
+                "--state-dir?"
+            ) from exc
+
+    # -- engine reads -------------------------------------------------------------------------
+
+    def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
+        if not users:
+            return []
+        found: list[bytes | None] = self._db.get([HEAD + u for u in users]) or []
+        return found
+
+    def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
+        req: list[int] = []
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        nxt: list[int] = []
+        it = self._db.iter()
+        for j, (u, lo, hi) in enumerate(
+            zip(requests.user.tolist(), requests.lo.tolist(), requests.hi.tolist(), strict=True)
+        ):
+            prefix = event_prefix(users[u])
+            stop = prefix + _U64.pack(hi + _BIAS)
+            it.seek(prefix + _U64.pack(max(lo, -_BIAS) + _BIAS))
+            while it.valid():
+                key = it.key()
+                if key >= stop or not key.startswith(prefix):
+                    break
+                req.append(j)
+                keys.append(key[-16:])
+                values.append(it.value())
+                it.next()
+            if it.valid() and it.key().startswith(prefix):
+                nxt.append(_U64.unpack_from(it.key(), len(prefix))[0] - _BIAS)
+            else:
+                nxt.append(int(NO_BUCKET))
+        suffix = np.frombuffer(b"".join(keys), dtype=">u8").reshape(-1, 2)
+        vals = np.frombuffer(b"".join(values), dtype=_EVENT_VALUE_DTYPE)
+        return RangeResult(
+            request=np.asarray(req, dtype=np.int64),
+            bucket=(suffix[:, 0] - np.uint64(_BIAS)).astype(np.int64),
+            offset=suffix[:, 1].astype(np.int64),
+            item=vals["item"].astype(np.uint32),
+            weight=vals["weight"].astype(np.float32),
+            next_bucket=np.asarray(nxt, dtype=np.int64),
+        )
+
+    # -- sweeper --------------------------------------------------------------------------------
+
+    def due_users(self, now: float, limit: int) -> list[bytes]:
+        """Users whose window changes at or before ``now`` (oldest due first)."""
+        out: list[bytes] = []
+        it = self._db.iter()
+        it.seek(DUE)
+        while it.valid() and len(out) < limit:
+            key = it.key()
+            if not key.startswith(DUE) or _U64.unpack_from(key, 1)[0] - _BIAS > now:
+                break
+            out.append(key[9:])
+            it.next()
+        return out
+
+    def next_due(self) -> int | None:
+        it = self._db.iter()
+        it.seek(DUE)
+        if it.valid() and it.key().startswith(DUE):
+            return int(_U64.unpack_from(it.key(), 1)[0] - _BIAS)
+        return None
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def get_meta(self, name: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(META + name)
+        return value
+
+    def get_int(self, name: bytes) -> int | None:
+        raw = self.get_meta(name)
+        return None if raw is None else int.from_bytes(raw, "big", signed=True)
+
+    def put_meta(self, name: bytes, value: bytes) -> None:
+        self._db.put(META + name, value)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def begin(self) -> StoreWrite:
+        return StoreWrite(self)
+
+    def write(self, batch: WriteBatch) -> None:
+        self._db.write(batch)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def count_keys(self, prefix: bytes) -> int:
+        n = 0
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            n += 1
+            it.next()
+        return n
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            yield it.key(), it.value()
+            it.next()
+
+    def live_bytes(self) -> int:
+        """RocksDB's estimate of live data (keys + values after compaction)."""
+        value = self._db.property_int_value("rocksdb.estimate-live-data-size")
+        return int(value or 0)
+
+    def disk_bytes(self) -> int:
+        """Bytes of SST files (after ``compact()``, what the state really costs on disk)."""
+        return sum(p.stat().st_size for p in self.path.glob("*.sst"))
+
+    def compact(self) -> None:
+        self._db.flush()
+        self._db.compact_range(None, None)
+
+
+class StoreWrite:
+    """One batch's mutations: a RocksDB WriteBatch plus the changelog records to ship first."""
+
+    def __init__(self, store: WindowStore) -> None:
+        self._store = store
+        self.batch = WriteBatch(raw_mode=True)
+        self.changelog: list[ChangelogRecord] = []
+
+    def engine_result(self, users: Sequence[bytes], result: EngineResult) -> None:
+        """Record what the engine decided, in changelog-safe order."""
+        put, gone = result.put, result.delete
+        puts = _event_records(users, put.user, put.bucket, put.offset)
+        values = _event_values(put.item, put.weight)
+        for key, value in zip(puts, values, strict=True):
+            self.batch.put(key, value)
+            self.changelog.append((key, value))
+        for user, head in zip(users, result.heads, strict=True):
+            key = HEAD + user
+            if head is None:
+                self.batch.delete(key)
+            else:
+                self.batch.put(key, head)
+            self.changelog.append((key, head))
+        for key in _event_records(users, gone.user, gone.bucket, gone.offset):
+            self.batch.delete(key)
+            self.changelog.append((key, None))
+        for user, before, after in zip(
+            users, result.prev_next_change.tolist(), result.next_change.tolist(), strict=True
+        ):
+            self.reindex(user, before, after)
+
+    def reindex(self, user: bytes, before: int, after: int) -> None:
+        if before == after:
+            return
+        if before != NEVER:
+            self.batch.delete(due_key(before, user))
+        if after != NEVER:
+            self.batch.put(due_key(after, user), b"")
+
+    def put_raw(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.batch.delete(key)
+        else:
+            self.batch.put(key, value)
+
+    def meta(self, name: bytes, value: bytes) -> None:
+        self.batch.put(META + name, value)
+
+    def meta_int(self, name: bytes, value: int) -> None:
+        self.meta(name, value.to_bytes(8, "big", signed=True))
+
+    def commit(self) -> None:
+        self._store.write(self.batch)
+
+
+def _event_records(
+    users: Sequence[bytes],
+    user_idx: npt.NDArray[np.int64],
+    bucket: npt.NDArray[np.int64],
+    offset: npt.NDArray[np.int64],
+) -> list[bytes]:
+    if len(user_idx) == 0:
+        return []
+    suffix = np.empty((len(user_idx), 2), dtype=">u8")
+    suffix[:, 0] = bucket.astype(np.uint64) + np.uint64(_BIAS)
+    suffix[:, 1] = offset.astype(np.uint64)
+    blob = suffix.tobytes()
+    prefixes = [event_prefix(u) for u in users]
+    return [prefixes[u] + blob[16 * i : 16 * i + 16] for i, u in enumerate(user_idx.tolist())]
+
+
+def _event_values(item: npt.NDArray[np.uint32], weight: npt.NDArray[np.float32]) -> list[bytes]:
+    vals = np.empty(len(item), dtype=_EVENT_VALUE_DTYPE)
+    vals["item"] = item
+    vals["weight"] = weight
+    blob = vals.tobytes()
+    return [blob[8 * i : 8 * i + 8] for i in range(len(item))]
+
+
+def user_of_head_key(key: bytes) -> bytes:
+    return key[1:]
+
+
+def heads_in(store: WindowStore) -> Iterable[tuple[bytes, bytes]]:
+    for key, value in store.items(HEAD):
+        yield user_of_head_key(key), value
