@@ -47,7 +47,8 @@ def wait_until(
 def metrics_text(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return resp.read().decode()
+            text: str = resp.read().decode()
+            return text
     except OSError:
         return ""
 
