@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lte_runtime.bulk_histogram import BulkHistogram
+
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000)
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -21,7 +23,7 @@ class WorkerMetrics(NamedTuple):
     events: Counter
     dead_letters: Counter
     updates: Counter
-    update_delay: Histogram
+    update_delay: BulkHistogram
     batch_events: Histogram
     batch_seconds: Histogram
     state_users: Gauge
@@ -52,11 +54,11 @@ class WorkerMetrics(NamedTuple):
                 ["trigger"],
                 registry=registry,
             ),
-            update_delay=Histogram(
+            update_delay=BulkHistogram(
                 "lte_update_delay_seconds",
                 "Emit time minus due_at of every update (the worker's share of staleness)",
-                buckets=DELAY_BUCKETS,
-                registry=registry,
+                DELAY_BUCKETS,
+                registry,
             ),
             batch_events=Histogram(
                 "lte_worker_batch_events",

@@ -38,7 +38,7 @@ from streams.clock import Clock
 from streams.dead_letter import DeadLetter
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
-from streams.updates import OutgoingUpdate, UpdateBuilder
+from streams.updates import NO_UPDATES, UpdateBatch, UpdateBuilder
 from streams.validation import BatchValidator, RawRecord, ValidBatch
 from streams.window_store import (
     HEAD,
@@ -95,7 +95,7 @@ class PartitionProcessor:
         started = time.perf_counter()
         now = self.now()
         batch = self._validator.validate(records, self.partition, now)
-        updates: list[OutgoingUpdate] = []
+        updates = NO_UPDATES
         write = self.store.begin()
         if batch.users:
             result = self._engine.process(
@@ -137,7 +137,7 @@ class PartitionProcessor:
         self,
         write: StoreWrite,
         now: float,
-        updates: list[OutgoingUpdate],
+        updates: UpdateBatch,
         dead: list[DeadLetter],
         *,
         trigger: str,
@@ -148,12 +148,11 @@ class PartitionProcessor:
                 topics.dead_letters,
                 [OutRecord(d.key, d.value, d.headers()) for d in dead],
             )
-        if updates:
-            await self._sender.send(topics.updates, [OutRecord(u.key, u.value) for u in updates])
+        if len(updates):
+            await self._sender.send(topics.updates, updates.records)
             emitted = time.time()
             self._metrics.updates.labels(trigger).inc(len(updates))
-            for update in updates:
-                self._metrics.update_delay.observe(max(0.0, emitted - update.due_at))
+            self._metrics.update_delay.observe_many(np.maximum(0.0, emitted - updates.due_at))
         if now > self.clock_high_water:
             self.clock_high_water = now
             write.meta(META_CLOCK, _CLOCK.pack(now))
@@ -161,9 +160,7 @@ class PartitionProcessor:
         write.meta_int(META_EVENTS, self.events)
         if self._settings.changelog and write.changelog:
             last = await self._sender.send(
-                topics.changelog,
-                [OutRecord(key, value) for key, value in write.changelog],
-                partition=self.partition,
+                topics.changelog, write.changelog, partition=self.partition
             )
             write.meta_int(META_CHANGELOG, last[self.partition])
         write.commit()

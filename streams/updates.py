@@ -16,11 +16,17 @@ from streams.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
-class OutgoingUpdate:
-    key: bytes
-    value: bytes
-    due_at: float
-    empty: bool
+class UpdateBatch:
+    """Records for ``lte-updates`` (key = user id) and, per record, when it became due."""
+
+    records: list[tuple[bytes, bytes]]
+    due_at: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+NO_UPDATES = UpdateBatch([], np.empty(0))
 
 
 class UpdateBuilder:
@@ -57,60 +63,60 @@ class UpdateBuilder:
         result: EngineResult,
         now: float,
         event_due: npt.NDArray[np.float64] | None = None,
-    ) -> list[OutgoingUpdate]:
+    ) -> UpdateBatch:
         rows = np.flatnonzero(result.changed)
         if len(rows) == 0:
-            return []
-        due = self._due_list(result, rows, now, event_due)
+            return NO_UPDATES
+        due = self.due_at(result, rows, now, event_due)
         counts = result.summary.counts[rows]
-        filled = rows[counts > 0]
-        coefficients: dict[int, npt.NDArray[np.float32]] = {}
-        vectors: dict[int, npt.NDArray[np.float32]] = {}
-        if len(filled):
-            encoded = self._encoder.encode(result.summary.rows(filled))
+        filled = counts > 0
+        coefficients: list[npt.NDArray[np.float32] | None] = [None] * len(rows)
+        vectors: list[npt.NDArray[np.float32] | None] = [None] * len(rows)
+        if filled.any():
+            encoded = self._encoder.encode(result.summary.rows(rows[filled]))
             coef32 = encoded.coefficients.astype(np.float32)
             vec32 = encoded.vectors.astype(np.float32)
-            for j, i in enumerate(filled.tolist()):
-                coefficients[i] = coef32[j]
-                vectors[i] = vec32[j]
+            for j, position in enumerate(np.flatnonzero(filled).tolist()):
+                coefficients[position] = coef32[j]
+                vectors[position] = vec32[j]
         g = self._spec.bucket
-        ends = result.end[rows]
-        starts = (ends - self._spec.n_buckets) * g
+        ends = (result.end[rows] * g).tolist()
+        starts = ((result.end[rows] - self._spec.n_buckets) * g).tolist()
+        weight_sums = result.summary.weight_sums[rows].tolist()
         produced_at = time.time()
-        out: list[OutgoingUpdate] = []
-        for j, i in enumerate(rows.tolist()):
-            user = users[i]
-            n_events = int(counts[j])
-            doc = {
-                "user_id": user.decode(),
-                "basis_version": self._basis_version,
-                "encoder": self._encoder.name,
-                "as_of": now,
-                "window_start": int(starts[j]),
-                "window_end": int(ends[j] * g),
-                "n_events": n_events,
-                "weight_sum": float(result.summary.weight_sums[i]),
-                "coefficients": coefficients.get(i),
-                "vector": vectors.get(i),
-                "due_at": due[j],
-                "produced_at": produced_at,
-            }
-            out.append(
-                OutgoingUpdate(
-                    key=user,
-                    value=orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY),
-                    due_at=due[j],
-                    empty=n_events == 0,
-                )
+        basis_version, encoder = self._basis_version, self._encoder.name
+        dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        records = [
+            (
+                users[i],
+                dumps(
+                    {
+                        "user_id": users[i].decode(),
+                        "basis_version": basis_version,
+                        "encoder": encoder,
+                        "as_of": now,
+                        "window_start": start,
+                        "window_end": end,
+                        "n_events": n,
+                        "weight_sum": weight_sum,
+                        "coefficients": coef,
+                        "vector": vec,
+                        "due_at": due_at,
+                        "produced_at": produced_at,
+                    },
+                    option=option,
+                ),
             )
-        return out
-
-    def _due_list(
-        self,
-        result: EngineResult,
-        rows: npt.NDArray[np.int64],
-        now: float,
-        event_due: npt.NDArray[np.float64] | None,
-    ) -> list[float]:
-        due: list[float] = self.due_at(result, rows, now, event_due).tolist()
-        return due
+            for i, start, end, n, weight_sum, coef, vec, due_at in zip(
+                rows.tolist(),
+                starts,
+                ends,
+                counts.tolist(),
+                weight_sums,
+                coefficients,
+                vectors,
+                due.tolist(),
+                strict=True,
+            )
+        ]
+        return UpdateBatch(records, due)

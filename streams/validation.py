@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.engine import EventColumns
-from lte_core.events import EventRules, Reason, Rejection, parse_interaction
+from lte_core.events import EventRules, Reason, Rejection, parse_interaction, plain_interaction
 from streams.dead_letter import DeadLetter
 
 
@@ -57,49 +57,47 @@ class BatchValidator:
         ts: list[float] = []
         weights: list[float] = []
         offsets: list[int] = []
-        arrival: list[float] = []
+        arrival: list[int] = []
         dead: list[DeadLetter] = []
         rejected: Counter[str] = Counter()
         rows = self._rows
         rules = self._rules
+        max_bytes = rules.max_record_bytes
+        latest_ts = now + rules.max_future_skew
         for record in records:
-            parsed = parse_interaction(record.key, record.value, now, rules)
-            if not isinstance(parsed, Rejection):
-                row = rows.get(parsed.item_id)
-                if row is not None:
-                    user = record.key
-                    assert user is not None  # parse_interaction checked key == user_id
-                    g = group_of.get(user)
-                    if g is None:
-                        g = group_of[user] = len(users)
-                        users.append(user)
-                    gid.append(g)
-                    items.append(row)
-                    ts.append(parsed.ts)
-                    weights.append(parsed.weight)
-                    offsets.append(record.offset)
-                    arrival.append(record.timestamp / 1000.0)
+            key = record.key
+            plain = plain_interaction(key, record.value, max_bytes=max_bytes, latest_ts=latest_ts)
+            if plain is not None:
+                item_id, event_ts, weight = plain[1], plain[2], 1.0
+            else:
+                parsed = parse_interaction(key, record.value, now, rules)
+                if isinstance(parsed, Rejection):
+                    self._reject(parsed, record, partition, dead, rejected)
                     continue
-                parsed = Rejection(
+                item_id, event_ts, weight = parsed.item_id, parsed.ts, parsed.weight
+            row = rows.get(item_id)
+            if row is None:
+                unknown = Rejection(
                     Reason.UNKNOWN_ITEM,
-                    f"item_id: {parsed.item_id!r} is not in "
-                    "the basis; append it with `lte basis append`",
+                    f"item_id: {item_id!r} is not in the basis; append it with `lte basis append`",
                 )
-            rejected[parsed.reason] += 1
-            dead.append(
-                DeadLetter.of(
-                    parsed,
-                    key=record.key,
-                    value=record.value,
-                    topic=self._topic,
-                    partition=partition,
-                    offset=record.offset,
-                    timestamp_ms=record.timestamp,
-                )
-            )
-        order = np.argsort(np.asarray(gid, dtype=np.int64), kind="stable")
+                self._reject(unknown, record, partition, dead, rejected)
+                continue
+            assert key is not None  # both parsers checked that key == user_id
+            g = group_of.get(key)
+            if g is None:
+                g = group_of[key] = len(users)
+                users.append(key)
+            gid.append(g)
+            items.append(row)
+            ts.append(event_ts)
+            weights.append(weight)
+            offsets.append(record.offset)
+            arrival.append(record.timestamp)
+        group = np.asarray(gid, dtype=np.int64)
+        order = np.argsort(group, kind="stable")
         seg = np.zeros(len(users) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(np.asarray(gid, dtype=np.int64), minlength=len(users)), out=seg[1:])
+        np.cumsum(np.bincount(group, minlength=len(users)), out=seg[1:])
         return ValidBatch(
             users=users,
             events=EventColumns(
@@ -109,7 +107,28 @@ class BatchValidator:
                 weights=np.asarray(weights, dtype=np.float32)[order],
                 offsets=np.asarray(offsets, dtype=np.int64)[order],
             ),
-            arrival=np.asarray(arrival, dtype=np.float64)[order],
+            arrival=np.asarray(arrival, dtype=np.float64)[order] / 1000.0,
             dead=dead,
             rejected=rejected,
+        )
+
+    def _reject(
+        self,
+        rejection: Rejection,
+        record: RawRecord,
+        partition: int,
+        dead: list[DeadLetter],
+        rejected: Counter[str],
+    ) -> None:
+        rejected[rejection.reason] += 1
+        dead.append(
+            DeadLetter.of(
+                rejection,
+                key=record.key,
+                value=record.value,
+                topic=self._topic,
+                partition=partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp,
+            )
         )

@@ -27,12 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from rocksdict import (
-    DBCompressionType,
-    Options,
-    Rdict,
-    WriteBatch,
-)
+from rocksdict import DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from lte_core.engine import (
     NEVER,
@@ -85,8 +80,14 @@ def _options() -> Options:
 class WindowStore:
     """Read side for :class:`lte_core.engine.WindowEngine`, plus metadata and the sweep scan."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, wal: bool = True) -> None:
+        """``wal=False`` skips RocksDB's write-ahead log: right when a changelog is kept,
+        because the changelog already holds every write that a crash could lose locally
+        (a restart replays it from the last position the store recorded)."""
         self.path = Path(path)
+        self._write_options = WriteOptions()
+        # rocksdict's stub declares a method; at runtime it is a writable property.
+        self._write_options.disable_wal = not wal  # type: ignore[method-assign,assignment]
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = Rdict(str(self.path), _options())
@@ -172,7 +173,7 @@ class WindowStore:
         return None if raw is None else int.from_bytes(raw, "big", signed=True)
 
     def put_meta(self, name: bytes, value: bytes) -> None:
-        self._db.put(META + name, value)
+        self._db.put(META + name, value, self._write_options)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class WindowStore:
         return StoreWrite(self)
 
     def write(self, batch: WriteBatch) -> None:
-        self._db.write(batch)
+        self._db.write(batch, self._write_options)
 
     def close(self) -> None:
         self._db.close()

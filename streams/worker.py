@@ -38,6 +38,9 @@ from streams.validation import BatchValidator
 from streams.window_store import META, META_CONFIG, WindowStore
 
 log = logging.getLogger("lte.worker")
+#: Input offsets are committed at most this often (and on revocation and shutdown). A crash
+#: redelivers what was processed since, and per-user offsets turn that into duplicates.
+COMMIT_INTERVAL_S = 0.5
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, settings: WorkerSettings) -> int:
@@ -87,6 +90,7 @@ class Worker:
         self.processors: dict[int, PartitionProcessor] = {}
         self._lock = asyncio.Lock()
         self._pending: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._input_partitions = 0
         self._config = b""
         self._ready = False
@@ -180,16 +184,22 @@ class Worker:
             )
             if batches:
                 async with self._lock:
-                    for tp, records in batches.items():
-                        processor = self.processors.get(tp.partition)
-                        if processor is None or not records:
-                            continue
-                        last = await processor.process(records)
+                    work = [
+                        (tp, processor, records)
+                        for tp, records in batches.items()
+                        if records and (processor := self.processors.get(tp.partition))
+                    ]
+                    # Partitions are independent (one store each): while one waits for the
+                    # broker's acknowledgements, another computes.
+                    lasts = await asyncio.gather(*(p.process(r) for _, p, r in work))
+                    for (tp, _, _), last in zip(work, lasts, strict=True):
                         self._pending[tp] = last + 1
+            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
-            await self._observe_lag()
+                await self._observe_lag()
 
     async def _commit(self) -> None:
+        self._last_commit = time.monotonic()
         offsets, self._pending = self._pending, {}
         offsets = {tp: o for tp, o in offsets.items() if tp.partition in self.processors}
         if not offsets:
@@ -260,7 +270,9 @@ class Worker:
 
     async def _open(self, partition: int) -> PartitionProcessor:
         s = self.settings
-        store = WindowStore(s.state_dir / f"{s.topics.interactions}-{partition}")
+        store = WindowStore(
+            s.state_dir / f"{s.topics.interactions}-{partition}", wal=not s.changelog
+        )
         stored = store.get_meta(META_CONFIG)
         if stored is not None and stored != self._config:
             store.close()

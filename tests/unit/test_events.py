@@ -5,7 +5,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lte_core.events import EventRules, Interaction, Reason, Rejection, parse_interaction
+from lte_core.events import (
+    EventRules,
+    Interaction,
+    Reason,
+    Rejection,
+    parse_interaction,
+    plain_interaction,
+)
 
 NOW = 1_700_000_000.0
 RULES = EventRules(max_future_skew=60.0, max_record_bytes=1024)
@@ -114,3 +121,30 @@ def test_arbitrary_objects_are_accepted_only_when_valid(doc: dict[str, object]) 
         assert doc["user_id"] == "u1" and isinstance(doc["item_id"], str)
         assert isinstance(doc["ts"], int | float) and not isinstance(doc["ts"], bool)
         assert parsed.weight > 0
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["user_id", "item_id", "ts", "weight", "type", "x"]),
+        json_values | st.just("u1"),
+    ),
+    st.sampled_from([b"u1", b"u2", None]),
+)
+def test_fast_path_never_disagrees_with_the_rules(
+    doc: dict[str, object], key: bytes | None
+) -> None:
+    value = orjson.dumps(doc)
+    fast = plain_interaction(
+        key, value, max_bytes=RULES.max_record_bytes, latest_ts=NOW + RULES.max_future_skew
+    )
+    full = parse_interaction(key, value, NOW, RULES)
+    if fast is not None:
+        assert isinstance(full, Interaction)
+        assert (full.user_id, full.item_id, full.ts, full.weight) == (*fast, 1.0)
+
+
+def test_fast_path_takes_the_common_record() -> None:
+    key, value = _ok()
+    assert plain_interaction(key, value, max_bytes=1024, latest_ts=NOW) == ("u1", "i1", NOW - 10)
+    assert plain_interaction(b"u2", value, max_bytes=1024, latest_ts=NOW) is None
+    assert plain_interaction(key, value, max_bytes=1024, latest_ts=NOW - 11) is None

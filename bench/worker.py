@@ -1,0 +1,233 @@
+"""Worker throughput on the embedded broker, against the broker's own limit in the same run.
+
+For each configuration it starts a fresh embedded broker, produces a synthetic stream
+(``lte_core.synthetic``: Zipf items, heavy-tailed users) to ``interactions``, then measures
+
+* ``limit``: a bare aiokafka consumer reading the same topic and ``orjson.loads``-ing every
+  value, no processing — what no consumer in Python can beat here;
+* ``worker``: ``lte worker`` (a real process) from its first processed batch until every record
+  is committed: consume → validate → window state → emit updates → changelog → RocksDB.
+
+Figures are medians over ``--repeats`` runs; ``ratio`` = worker / limit. Results:
+``bench/results/worker.json``.
+
+    python -m bench.worker --quick
+    python -m bench.worker                 # 2e6 events, d=64 and d=384, 1e5 and 1e6 users
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.report import save_results, table
+from lte_core.synthetic import SyntheticSpec, SyntheticStream
+from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.ports import free_port
+from streams.batch_sender import BatchSender
+from streams.replay import log_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Config:
+    events: int
+    users: int
+    dim: int
+
+
+async def produce(bootstrap: str, stream: SyntheticStream) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1 << 20, acks=1)
+    await producer.start()
+    sender = BatchSender(producer)
+    try:
+        for chunk in stream.chunks():
+            await sender.send("interactions", log_records(chunk))
+    finally:
+        await producer.stop()
+
+
+async def bare_consume(bootstrap: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        "interactions",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen = 0
+    started = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    assert started is not None
+    return n / (time.perf_counter() - started)
+
+
+def scrape(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_worker(bootstrap: str, basis: Path, state: Path, now: float, n: int, log: Path) -> float:
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "lte_cli",
+        "worker",
+        "--broker",
+        bootstrap,
+        "--basis",
+        str(basis),
+        "--window",
+        "30d",
+        "--lag",
+        "7d",
+        "--bucket",
+        "1d",
+        "--now",
+        repr(now),
+        "--state-dir",
+        str(state),
+        "--metrics-port",
+        str(port),
+        "--session-timeout-ms",
+        "6000",
+        "--max-future-skew",
+        "1d",
+        "--log-level",
+        "warning",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        first = None
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            done = scrape(port, "lte_worker_batch_events_sum")
+            if first is None and done > 0:
+                first = (time.perf_counter(), done)
+            if done >= n:
+                assert first is not None
+                elapsed = time.perf_counter() - first[0]
+                return (n - first[1]) / elapsed if elapsed > 0 else float("nan")
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError("worker did not finish in time")
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def measure(config: Config, repeats: int, work: Path) -> dict[str, object]:
+    spec = SyntheticSpec(
+        users=config.users,
+        items=5000,
+        dim=config.dim,
+        events=config.events,
+        days=45,
+        start=1_700_000_000.0,
+    )
+    stream = SyntheticStream(spec)
+    basis = stream.catalog.basis().save(work / f"basis-{config.dim}")
+    now = spec.start + spec.days * 86400 + 1
+    limits, workers = [], []
+    for r in range(repeats):
+        with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+            asyncio.run(produce(broker.bootstrap, SyntheticStream(spec)))
+            limits.append(asyncio.run(bare_consume(broker.bootstrap, config.events)))
+            workers.append(
+                run_worker(
+                    broker.bootstrap,
+                    basis,
+                    work / f"state-{r}-{time.time()}",
+                    now,
+                    config.events,
+                    work / "worker.log",
+                )
+            )
+        print(f"  run {r + 1}: limit {limits[-1]:,.0f}/s worker {workers[-1]:,.0f}/s", flush=True)
+    limit, worker = statistics.median(limits), statistics.median(workers)
+    return {
+        "events": config.events,
+        "users": config.users,
+        "d": config.dim,
+        "limit_ev_s": round(limit),
+        "worker_ev_s": round(worker),
+        "ratio": round(worker / limit, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Worker throughput vs the broker limit.")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worker.json")
+    args = parser.parse_args()
+    if args.quick:
+        configs, repeats = [Config(100_000, 10_000, 64)], 1
+    else:
+        configs = [
+            Config(2_000_000, users, dim) for dim in (64, 384) for users in (100_000, 1_000_000)
+        ]
+        repeats = args.repeats
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lte-bench-") as tmp:
+        for config in configs:
+            print(f"{config}", flush=True)
+            rows.append(measure(config, repeats, Path(tmp)))
+            print(table(rows[-1:]), flush=True)
+    print()
+    print(table(rows))
+    save_results(
+        args.out,
+        {
+            "benchmark": "worker",
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+            },
+            "repeats": repeats,
+            "quick": args.quick,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
