@@ -90,7 +90,7 @@ async def bare_consume(bootstrap: str, n: int) -> float:
 
 def scrape(port: int, name: str) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
         return 0.0
@@ -101,7 +101,7 @@ def scrape(port: int, name: str) -> float:
     return total
 
 
-def run_worker(bootstrap: str, basis: Path, state: Path, now: float, n: int, log: Path) -> float:
+def run_worker(bootstrap: str, basis: Path, state: Path, *, now: float, n: int, log: Path) -> float:
     port = free_port()
     args = [
         sys.executable,
@@ -175,9 +175,9 @@ def measure(config: Config, repeats: int, work: Path) -> dict[str, object]:
                     broker.bootstrap,
                     basis,
                     work / f"state-{r}-{time.time()}",
-                    now,
-                    config.events,
-                    work / "worker.log",
+                    now=now,
+                    n=config.events,
+                    log=work / "worker.log",
                 )
             )
         print(f"  run {r + 1}: limit {limits[-1]:,.0f}/s worker {workers[-1]:,.0f}/s", flush=True)

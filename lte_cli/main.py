@@ -43,13 +43,19 @@ def cli() -> None:
 def _register() -> None:
     from lte_cli.basis_cmd import basis  # noqa: PLC0415 - keeps `lte --help` fast
     from lte_cli.broker_cmd import broker  # noqa: PLC0415
+    from lte_cli.demo_cmd import demo  # noqa: PLC0415
+    from lte_cli.evaluate_cmd import evaluate_cmd  # noqa: PLC0415
     from lte_cli.replay_cmd import replay  # noqa: PLC0415
+    from lte_cli.train_cmd import train_encoder  # noqa: PLC0415
     from lte_cli.worker_cmd import worker  # noqa: PLC0415
 
+    cli.add_command(demo)
     cli.add_command(basis)
     cli.add_command(broker)
     cli.add_command(worker)
     cli.add_command(replay)
+    cli.add_command(train_encoder)
+    cli.add_command(evaluate_cmd)
 
 
 _register()

@@ -135,4 +135,8 @@ def build_encoder(spec: EncoderSpec, basis: BasisArtifact) -> Encoder:
         return MeanEncoder(basis)
     if spec.kind == "recency":
         return RecencyEncoder(basis, spec.half_life)
-    raise EncoderError(f"--encoder: ae encoders are not available in this build ({spec.path})")
+    if spec.kind == "ae":
+        from lte_core.autoencoder import AutoencoderEncoder  # noqa: PLC0415 - safetensors
+
+        return AutoencoderEncoder.load(spec.path, basis)
+    raise EncoderError(f"--encoder: unknown encoder kind {spec.kind!r}")

@@ -51,3 +51,13 @@ class UpdateFormatError(LTEError, ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class EncoderArtifactError(EncoderError):
+    """An encoder artifact cannot be read, or its files do not hash to the version it
+    claims. Artifacts are written by `lte train-encoder` and never edited by hand."""
+
+
+class EncoderBasisMismatchError(EncoderError):
+    """An encoder was trained on another basis than the one it is asked to serve: its
+    coefficients would mean something else. Train an encoder on this basis instead."""
