@@ -82,6 +82,11 @@ from lte_cli.options import kafka_options, kafka_settings, run_until_signalled
     help="--synthetic: also write the catalog's basis artifact here.",
 )
 @click.option(
+    "--basis-only",
+    is_flag=True,
+    help="--synthetic: write the basis (--basis-out) and exit without producing.",
+)
+@click.option(
     "--shift", type=float, default=0.0, help="Add this many seconds to every ts (--movielens)."
 )
 @click.option(
@@ -137,6 +142,10 @@ def replay(**options: Any) -> None:
             artifact = stream.catalog.basis()
             artifact.save(options["basis_out"])
             click.echo(f"basis {artifact.basis_version} -> {options['basis_out']}", err=True)
+        if options["basis_only"]:
+            if not options["basis_out"]:
+                raise ConfigError("--basis-only needs --basis-out DIR")
+            return
         chunks = (rp.log_records(c) for c in stream.chunks())
         total = spec.events
 

@@ -48,3 +48,28 @@ def run(argv: list[str], **env: str) -> int:
     """Run a command with the venv's bin first on PATH; return its exit status."""
     full_env = {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.call(argv, cwd=ROOT, env=full_env)
+
+
+def ensure_prometheus() -> None:
+    """The deploy tests run the real ``prometheus`` and ``promtool``: Debian's package,
+    installed here when missing (CI machines start without it)."""
+    import shutil  # noqa: PLC0415
+
+    if shutil.which("promtool") and shutil.which("prometheus"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        _say(
+            "prometheus is missing and cannot be installed here (needs root and apt-get); "
+            "install Debian's 'prometheus' package"
+        )
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def apt_get(*args: str) -> int:
+        return subprocess.call([apt, "-y", "-q", *args], stdout=subprocess.DEVNULL, env=env)
+
+    _say("installing Debian's prometheus package (promtool + prometheus)")
+    install = ("install", "--no-install-recommends", "prometheus")
+    if apt_get(*install) != 0 and (apt_get("update") != 0 or apt_get(*install) != 0):
+        sys.exit("could not install Debian's prometheus package")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,9 @@ import orjson
 
 from lte_core.datasets import InteractionLog, read_movielens_ratings
 from lte_core.errors import LTEError
-from streams.batch_sender import BatchSender, OutRecord
+from streams.batch_sender import BatchSender, OutRecord, Record
 
-Chunk = list[OutRecord]
+Chunk = list[Record]
 
 
 class ReplayError(LTEError):
@@ -108,7 +108,7 @@ def csv_chunks(path: Path, *, size: int = 20_000) -> Iterator[Chunk]:
 async def replay(
     sender: BatchSender,
     topic: str,
-    chunks: Iterable[Chunk],
+    chunks: Iterable[Sequence[Record]],
     *,
     rate: float = 0.0,
     progress: Callable[[int], None] | None = None,
