@@ -45,7 +45,9 @@ def _register() -> None:
     from lte_cli.broker_cmd import broker  # noqa: PLC0415
     from lte_cli.demo_cmd import demo  # noqa: PLC0415
     from lte_cli.evaluate_cmd import evaluate_cmd  # noqa: PLC0415
+    from lte_cli.refresher_cmd import refresher  # noqa: PLC0415
     from lte_cli.replay_cmd import replay  # noqa: PLC0415
+    from lte_cli.serve_cmd import serve  # noqa: PLC0415
     from lte_cli.train_cmd import train_encoder  # noqa: PLC0415
     from lte_cli.worker_cmd import worker  # noqa: PLC0415
 
@@ -53,6 +55,8 @@ def _register() -> None:
     cli.add_command(basis)
     cli.add_command(broker)
     cli.add_command(worker)
+    cli.add_command(refresher)
+    cli.add_command(serve)
     cli.add_command(replay)
     cli.add_command(train_encoder)
     cli.add_command(evaluate_cmd)

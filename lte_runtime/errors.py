@@ -5,5 +5,10 @@ from __future__ import annotations
 from lte_core.errors import LTEError
 
 
-class BrokerError(LTEError):
+class ServiceError(LTEError):
+    """A local service (the embedded broker, a Redis server, a child process) cannot be
+    started or does not answer."""
+
+
+class BrokerError(ServiceError):
     """The embedded broker cannot be started, or a Kafka broker cannot be reached."""

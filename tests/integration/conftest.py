@@ -1,4 +1,4 @@
-"""Fixtures that start real servers: the embedded Kafka broker (Tansu) and, per test,
+"""Fixtures that start real servers: the embedded Kafka broker (Tansu), Redis and, per test,
 ``lte`` processes. Topics and consumer groups are unique per test."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 from lte_core.basis import BasisArtifact
 from lte_core.datasets import MovieLens, load_movielens
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.redis_server import RedisServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,3 +40,10 @@ def ml_basis_dir(movielens: MovieLens, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def ml_basis(ml_basis_dir: Path) -> BasisArtifact:
     return BasisArtifact.load(ml_basis_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by unique basis versions."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as running:
+        yield running

@@ -1,0 +1,160 @@
+"""Drift of LTEs: per user (how far an update moved a user's vector) and of the population
+(how far the mean LTE moved from a reference).
+
+**Population mean.** For each ``(basis_version, encoder)`` the refresher keeps the sum and
+count of the current vectors of the users *it has written since its partitions were last
+assigned* — kept exactly from what each store write returns: the new vector is added, the
+replaced one subtracted if this refresher added it. "This refresher added it" is read off
+the replaced entry itself: its ``stored_at`` is not earlier than the moment the assignment
+began, and only the owner of a partition writes its users. The population therefore grows
+towards every active user as windows move, restarts from empty on a rebalance, and with
+several refreshers each one measures its own share of the users.
+
+**Reference mean.** Either pinned, from a ``.npy`` file holding one float vector
+(``--drift-reference``; used for every pair of that dimension), or, when none is pinned or
+the dimension differs, the mean of the first ``--drift-reference-size`` non-empty vectors
+this process writes for the pair, frozen from then on (so "drift since the process
+started"). A pinned reference — e.g. the population mean saved when a model was trained —
+is what makes the gauge comparable across restarts.
+
+``lte_population_drift`` = 1 - cosine(population mean, reference mean); it is absent until
+the reference exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from lte_core.errors import ConfigError
+from lte_core.update import LTEUpdate
+from serving.metrics import RefresherMetrics
+from serving.online_store import StoredLTE
+
+F32Array = npt.NDArray[np.float32]
+F64Array = npt.NDArray[np.float64]
+log = logging.getLogger(__name__)
+
+
+def cosine_distance(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float | None:
+    """``1 - cos(a, b)`` in float64, or ``None`` when either vector is zero or they differ
+    in length (nothing meaningful to report)."""
+    if a.shape != b.shape:
+        return None
+    a64 = a.astype(np.float64, copy=False)
+    b64 = b.astype(np.float64, copy=False)
+    norms = float(np.linalg.norm(a64)) * float(np.linalg.norm(b64))
+    if norms == 0.0:
+        return None
+    return float(np.clip(1.0 - float(a64 @ b64) / norms, 0.0, 2.0))
+
+
+def load_reference(path: Path) -> F64Array:
+    """Read a pinned reference mean; the error names ``--drift-reference``."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--drift-reference: cannot read {path} as .npy: {exc}") from exc
+    if loaded.ndim != 1 or loaded.size == 0 or not np.issubdtype(loaded.dtype, np.number):
+        raise ConfigError(
+            f"--drift-reference: {path} must hold one non-empty 1-D numeric vector, "
+            f"got shape {loaded.shape} of {loaded.dtype}"
+        )
+    reference: F64Array = loaded.astype(np.float64)
+    if not np.isfinite(reference).all() or not reference.any():
+        raise ConfigError(f"--drift-reference: {path} must be finite and not all zero")
+    return reference
+
+
+@dataclass(slots=True)
+class _Pair:
+    total: F64Array | None = None
+    count: int = 0
+    reference: F64Array | None = None
+    reference_total: F64Array | None = None
+    reference_count: int = 0
+
+
+class PopulationDrift:
+    def __init__(
+        self,
+        metrics: RefresherMetrics,
+        *,
+        pinned: F64Array | None,
+        reference_size: int,
+        started_at: float,
+    ) -> None:
+        self._metrics = metrics
+        self._pinned = pinned
+        self._reference_size = reference_size
+        self._since = started_at
+        self._pairs: dict[tuple[str, str], _Pair] = {}
+
+    def restart(self, at: float) -> None:
+        """Forget the population (keep the references): partitions were reassigned at ``at``."""
+        self._since = at
+        for labels, pair in self._pairs.items():
+            pair.total = None
+            pair.count = 0
+            self._metrics.population_users.labels(*labels).set(0)
+
+    def observe(self, update: LTEUpdate, previous: StoredLTE | None) -> None:
+        """Account one update that replaced ``previous`` in the store."""
+        labels = (update.basis_version, update.encoder)
+        pair = self._pairs.get(labels)
+        if pair is None:
+            pair = self._pairs[labels] = _Pair()
+        if (
+            previous is not None
+            and previous.stored_at >= self._since
+            and previous.update.vector is not None
+            and pair.total is not None
+            and pair.total.shape == previous.update.vector.shape
+        ):
+            pair.total -= previous.update.vector
+            pair.count -= 1
+        vector = update.vector
+        if vector is None:
+            return
+        if pair.total is None or pair.total.shape != vector.shape:
+            pair.total = np.zeros(vector.shape, dtype=np.float64)
+            pair.count = 0
+        pair.total += vector
+        pair.count += 1
+        if pair.reference is None:
+            self._grow_reference(labels, pair, vector)
+
+    def _grow_reference(self, labels: tuple[str, str], pair: _Pair, vector: F32Array) -> None:
+        if self._pinned is not None and self._pinned.shape == vector.shape:
+            pair.reference = self._pinned
+            return
+        if self._pinned is not None and pair.reference_count == 0:
+            log.warning(
+                "--drift-reference has dimension %d but %s/%s vectors have %d; using the "
+                "mean of the first %d updates instead",
+                self._pinned.size,
+                *labels,
+                vector.size,
+                self._reference_size,
+            )
+        if pair.reference_total is None or pair.reference_total.shape != vector.shape:
+            pair.reference_total = np.zeros(vector.shape, dtype=np.float64)
+            pair.reference_count = 0
+        pair.reference_total += vector
+        pair.reference_count += 1
+        if pair.reference_count >= self._reference_size:
+            pair.reference = pair.reference_total / pair.reference_count
+            pair.reference_total = None
+
+    def publish(self) -> None:
+        for labels, pair in self._pairs.items():
+            self._metrics.population_users.labels(*labels).set(pair.count)
+            if pair.reference is None or pair.total is None or pair.count <= 0:
+                continue
+            drift = cosine_distance(pair.total, pair.reference)
+            if drift is not None:
+                self._metrics.population_drift.labels(*labels).set(drift)

@@ -1,0 +1,116 @@
+"""The online store contract: what every backend (Redis, embedded RocksDB) guarantees.
+
+The refresher is the only writer; the read API and tools only read. Entries are keyed by
+``(basis_version, encoder, user_id)`` so several bases and encoders live side by side and a
+rollback is just reading the older pair (DESIGN 3.5).
+
+Rules every backend implements, and ``tests/integration/test_online_store_contract.py``
+checks against each of them:
+
+* **Monotonic.** An update is written only if its order key ``(as_of, due_at)`` is not older
+  than the stored entry's; an older one is skipped (outcome ``stale``). Kafka redelivers after
+  a crash and partitions may be consumed out of order after a rebalance, so the store, not
+  the consumer, is where "newest wins" is enforced. The comparison and the write are one
+  atomic step (a Lua script in Redis, the single writer's batch in RocksDB): no
+  read-then-write race with another refresher.
+* **Idempotent.** Writing the same update again leaves the same entry (outcome
+  ``duplicate``; only ``stored_at`` moves). On an exact tie of order keys the later write
+  wins, which is also the later record of the topic, so a replay converges to what the
+  first pass left.
+* **Emptied windows are markers, not deletions.** An update with ``n_events = 0`` replaces
+  the entry with a header-only marker (no vectors). Deleting instead would let an older,
+  non-empty update delivered late resurrect the user; the marker keeps the order key.
+* **Time.** ``stored_at`` is the writer's wall clock when it wrote the batch; staleness
+  (``lte_staleness_seconds``) is measured against ``due_at`` from it.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lte_core.update import LTEUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class StoreKey:
+    basis_version: str
+    encoder: str
+    user_id: str
+
+    @classmethod
+    def of(cls, update: LTEUpdate) -> StoreKey:
+        return cls(update.basis_version, update.encoder, update.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLTE:
+    """One entry as read back: the update that was written, and when it was written."""
+
+    update: LTEUpdate
+    stored_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.update.to_dict(), "stored_at": self.stored_at}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPair:
+    """A ``(basis_version, encoder)`` the refresher has written, and when it last did."""
+
+    basis_version: str
+    encoder: str
+    last_written_at: float
+
+
+class WriteOutcome(enum.Enum):
+    WRITTEN = "written"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What happened to one update of a batch. ``previous`` is the entry it replaced (or
+    compared equal to), so the refresher measures drift without another round trip."""
+
+    outcome: WriteOutcome
+    previous: StoredLTE | None
+
+
+class OnlineStore(ABC):
+    """Storage for the latest LTE of every ``(basis_version, encoder, user_id)``."""
+
+    @abstractmethod
+    async def write_batch(
+        self, updates: Sequence[LTEUpdate], *, stored_at: float
+    ) -> list[WriteResult]:
+        """Apply ``updates`` in order under the monotonic rule; one result per update.
+
+        When this returns, every write is durable as far as the backend's persistence goes
+        (RocksDB: the WAL is synced; Redis: whatever ``appendfsync`` says), so the caller may
+        commit its input offsets. On :class:`~serving.errors.StoreUnavailableError` any prefix of
+        the batch may have been applied; applying the whole batch again is safe.
+        """
+
+    @abstractmethod
+    async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
+        """The entries for ``keys`` in order, ``None`` where there is none."""
+
+    @abstractmethod
+    async def versions(self) -> list[VersionPair]:
+        """Every pair ever written, so readers can default to the most recent one."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return if the store answers; raise :class:`~serving.errors.StoreUnavailableError`."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the store is, for logs (no secrets)."""

@@ -1,0 +1,266 @@
+"""The read API (aiohttp): the recommender's way to an LTE.
+
+* ``GET /v1/lte/{user_id}[?basis_version=..&encoder=..]`` → 200 with the stored update's
+  fields plus ``stored_at``; an emptied window is 200 with ``n_events: 0`` and null vectors;
+  404 when the store has no entry for the user.
+* ``POST /v1/lte:batchGet`` with ``{"user_ids": [...], "basis_version"?, "encoder"?}`` →
+  200 with ``results`` aligned to ``user_ids`` (``null`` where there is no entry).
+* ``/healthz``, ``/readyz``, ``/metrics`` (never behind the token: orchestrators and
+  Prometheus call them).
+
+Every error is JSON ``{"error": {"code", "message"}}``; the message names the parameter.
+When no ``basis_version``/``encoder`` is given and none is configured, the most recently
+written pair is used (from the store's registry, re-read at most once a second).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from lte_runtime.status_server import Readiness, add_status_routes
+from serving.errors import StoreDataError, StoreUnavailableError
+from serving.metrics import ApiMetrics
+from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair
+from serving.read_coalescer import ReadCoalescer
+from serving.settings import MAX_USER_ID_CHARS, ApiSettings
+
+ROUTE_ONE = "/v1/lte/{user_id}"
+ROUTE_BATCH = "/v1/lte:batchGet"
+VERSIONS_CACHE_SECONDS = 1.0
+OUTAGE_LOG_SECONDS = 10.0
+_PAIR_FIELDS = ("basis_version", "encoder")
+_BATCH_FIELDS = ("user_ids", *_PAIR_FIELDS)
+
+log = logging.getLogger("lte.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A request the API answers with a 4xx/5xx JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def json_response(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    response = json_response({"error": {"code": code, "message": message}}, status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lte"'
+    return response
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def _authorise(request: web.Request, expected: bytes) -> None:
+    given = request.headers.get("Authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "wrong API token" if given else "send the API token as 'Authorization: Bearer <token>'",
+        )
+
+
+def _checked_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_USER_ID_CHARS:
+        raise ApiError(400, "bad_request", f"{what}: expected a string of 1-256 characters")
+    return value
+
+
+class ReadApi:
+    def __init__(self, store: OnlineStore, settings: ApiSettings, metrics: ApiMetrics) -> None:
+        self._store = store
+        self._single_reads = ReadCoalescer(store)
+        self._settings = settings
+        self._metrics = metrics
+        self._expected_auth = (
+            f"Bearer {settings.token}".encode() if settings.token is not None else None
+        )
+        self._pairs: list[VersionPair] = []
+        self._pairs_read_at = float("-inf")
+        self._store_warned_at = float("-inf")
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Auth, JSON errors, and the latency histogram, for every route."""
+        started = time.perf_counter()
+        try:
+            if self._expected_auth is not None and request.path.startswith("/v1/"):
+                _authorise(request, self._expected_auth)
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.message)
+        except web.HTTPException as exc:
+            code = _HTTP_CODES.get(exc.status, "http_error")
+            response = error_response(exc.status, code, exc.reason)
+        except StoreUnavailableError as exc:
+            if time.monotonic() - self._store_warned_at > OUTAGE_LOG_SECONDS:
+                self._store_warned_at = time.monotonic()
+                log.warning("reads fail (answering 503): %s", exc)
+            response = error_response(503, "store_unavailable", "the online store is down")
+        except StoreDataError as exc:
+            log.error("%s", exc)
+            response = error_response(500, "corrupt_entry", str(exc))
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            response = error_response(500, "internal", "unexpected error; see the server log")
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        self._metrics.request_seconds.labels(route, str(response.status)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    async def get_one(self, request: web.Request) -> web.Response:
+        user_id = _checked_id(request.match_info["user_id"], "user_id")
+        query = self._pair_query(request)
+        basis_version, encoder = await self._pair(**query)
+        found = await self._single_reads.get(StoreKey(basis_version, encoder, user_id))
+        if found is None:
+            raise ApiError(
+                404,
+                "not_found",
+                f"no LTE for user {user_id!r} under basis_version={basis_version} "
+                f"encoder={encoder}",
+            )
+        return json_response(found.to_dict())
+
+    async def batch_get(self, request: web.Request) -> web.Response:
+        if request.query:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"unknown query parameter(s) {', '.join(sorted(request.query))}; "
+                "put basis_version and encoder in the JSON body",
+            )
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "bad_request", f"body: not JSON ({exc})") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "body: expected a JSON object")
+        unknown = sorted(set(body) - set(_BATCH_FIELDS))
+        if unknown:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"body: unknown field(s) {', '.join(unknown)}; expected {', '.join(_BATCH_FIELDS)}",
+            )
+        user_ids = body.get("user_ids")
+        limit = self._settings.max_batch
+        if not isinstance(user_ids, list) or not 1 <= len(user_ids) <= limit:
+            raise ApiError(400, "bad_request", f"user_ids: expected a list of 1-{limit} user ids")
+        users = [_checked_id(u, f"user_ids[{i}]") for i, u in enumerate(user_ids)]
+        pair = {
+            name: _checked_id(body[name], name)
+            for name in _PAIR_FIELDS
+            if body.get(name) is not None
+        }
+        basis_version, encoder = await self._pair(**pair)
+        found = await self._store.get_many(
+            [StoreKey(basis_version, encoder, user) for user in users]
+        )
+        return json_response(
+            {
+                "basis_version": basis_version,
+                "encoder": encoder,
+                "results": [_doc(entry) for entry in found],
+            }
+        )
+
+    def _pair_query(self, request: web.Request) -> dict[str, str]:
+        unknown = sorted(set(request.query) - set(_PAIR_FIELDS))
+        if unknown:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"unknown query parameter(s) {', '.join(unknown)}; "
+                f"expected {', '.join(_PAIR_FIELDS)}",
+            )
+        out: dict[str, str] = {}
+        for name in _PAIR_FIELDS:
+            values = request.query.getall(name, [])
+            if len(values) > 1:
+                raise ApiError(400, "bad_request", f"{name}: given {len(values)} times")
+            if values:
+                out[name] = _checked_id(values[0], name)
+        return out
+
+    async def _pair(
+        self, basis_version: str | None = None, encoder: str | None = None
+    ) -> tuple[str, str]:
+        """The ``(basis_version, encoder)`` a request reads: as given, else the configured
+        default, else the most recently written pair that matches what was given."""
+        basis_version = basis_version or self._settings.basis_version
+        encoder = encoder or self._settings.encoder
+        if basis_version is not None and encoder is not None:
+            return basis_version, encoder
+        candidates = [
+            p
+            for p in await self._versions()
+            if basis_version in (None, p.basis_version) and encoder in (None, p.encoder)
+        ]
+        if not candidates:
+            wanted = f"basis_version={basis_version or '*'} encoder={encoder or '*'}"
+            raise ApiError(404, "no_version", f"no LTE has been written for {wanted}")
+        newest = max(candidates, key=lambda p: p.last_written_at)
+        return newest.basis_version, newest.encoder
+
+    async def _versions(self) -> list[VersionPair]:
+        if time.monotonic() - self._pairs_read_at > VERSIONS_CACHE_SECONDS:
+            self._pairs = await self._store.versions()
+            self._pairs_read_at = time.monotonic()
+        return self._pairs
+
+
+def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:
+    return None if entry is None else entry.to_dict()
+
+
+def build_app(
+    store: OnlineStore, settings: ApiSettings, registry: CollectorRegistry, ready: Readiness
+) -> web.Application:
+    api = ReadApi(store, settings, ApiMetrics.create(registry))
+    app = web.Application(
+        middlewares=[api.middleware],
+        client_max_size=64 * 1024 + settings.max_batch * 4 * (MAX_USER_ID_CHARS + 8),
+    )
+    app.router.add_get(ROUTE_ONE.replace("{user_id}", r"{user_id:[\s\S]+}"), api.get_one)
+    app.router.add_post(ROUTE_BATCH, api.batch_get)
+    add_status_routes(app, registry, ready)
+    return app
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0 = any free port); return the runner and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None)
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    return runner, bound

@@ -1,0 +1,185 @@
+"""The online store on Redis (redis-py asyncio).
+
+A batch is a few ``EVALSHA`` calls of one Lua script, pipelined in a single round trip. The
+script compares order keys and writes inside Redis, so the monotonic rule holds with any
+number of refreshers and no read-then-write race; it returns each replaced value so the
+refresher computes drift without reading again. Chunks of :data:`CHUNK` entries bound how
+long one script blocks Redis (about a millisecond) while a batch of thousands still costs one
+round trip. Standalone Redis only: a batch's keys span hash slots, which Redis Cluster
+refuses in one script.
+
+Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
+batch survives a Redis crash; with ``everysec`` up to a second of writes can be lost and
+would only be restored by replaying ``lte-updates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from lte_core.update import LTEUpdate
+from serving.errors import StoreUnavailableError
+from serving.online_store import (
+    OnlineStore,
+    StoredLTE,
+    StoreKey,
+    VersionPair,
+    WriteOutcome,
+    WriteResult,
+)
+from serving.store_format import (
+    FORMAT_VERSION,
+    HEADER,
+    ORDER_KEY_OFFSET,
+    PAIRS_KEY,
+    decode_entry,
+    decode_replaced,
+    encode_entry,
+    entry_key,
+    pair_field,
+    parse_pair_field,
+)
+from serving.store_url import RedisLocation
+
+CHUNK = 256
+
+# KEYS[i] = entry key, ARGV[i] = encoded entry. Returns, per entry, an outcome code
+# (0 written, 1 duplicate, 2 stale) and the value it replaced ('' when none). A value that is
+# not an entry of this format (too short, other version byte) is overwritten like no entry.
+WRITE_SCRIPT = f"""
+local out = {{}}
+for i = 1, #KEYS do
+  local new = ARGV[i]
+  local old = redis.call('GET', KEYS[i])
+  local code = 0
+  if old and string.len(old) >= {HEADER.size} and string.byte(old, 1) == {FORMAT_VERSION} then
+    local old_as_of, old_due = struct.unpack('<dd', old, {ORDER_KEY_OFFSET + 1})
+    local new_as_of, new_due = struct.unpack('<dd', new, {ORDER_KEY_OFFSET + 1})
+    if new_as_of < old_as_of or (new_as_of == old_as_of and new_due < old_due) then
+      code = 2
+    elseif new_as_of == old_as_of and new_due == old_due then
+      code = 1
+    end
+  end
+  if code ~= 2 then
+    redis.call('SET', KEYS[i], new)
+  end
+  out[2 * i - 1] = code
+  out[2 * i] = (code ~= 2 and old) or ''
+end
+return out
+"""
+_OUTCOMES = (WriteOutcome.WRITTEN, WriteOutcome.DUPLICATE, WriteOutcome.STALE)
+
+
+class RedisStore(OnlineStore):
+    def __init__(self, location: RedisLocation) -> None:
+        self._location = location
+        pool = BlockingConnectionPool(
+            max_connections=location.max_connections,
+            timeout=location.socket_timeout,
+            connection_class=SSLConnection if location.tls else Connection,
+            host=location.host,
+            port=location.port,
+            db=location.db,
+            username=location.username,
+            password=location.password,
+            socket_timeout=location.socket_timeout,
+            socket_connect_timeout=location.socket_timeout,
+            # One quick reconnect hides a pooled connection that died with a Redis restart;
+            # longer outages are the caller's to handle (the refresher's backoff, a 503).
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
+        )
+        self._client = Redis(connection_pool=pool)
+        self._sha: str | None = None
+
+    def describe(self) -> str:
+        return self._location.describe()
+
+    async def write_batch(
+        self, updates: Sequence[LTEUpdate], *, stored_at: float
+    ) -> list[WriteResult]:
+        if not updates:
+            return []
+        keys = [StoreKey.of(u) for u in updates]
+        raw_keys = [entry_key(k) for k in keys]
+        values = [encode_entry(u, stored_at) for u in updates]
+        pairs = {pair_field(k.basis_version, k.encoder): repr(stored_at) for k in keys}
+        try:
+            replies = await self._run_script(raw_keys, values, pairs)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        results: list[WriteResult] = []
+        for key, (code, old) in zip(keys, _pairs_of(replies), strict=True):
+            previous = decode_replaced(key, old) if old else None
+            results.append(WriteResult(_OUTCOMES[code], previous))
+        return results
+
+    async def _run_script(
+        self, keys: list[bytes], values: list[bytes], pairs: dict[bytes, str]
+    ) -> list[Any]:
+        if self._sha is None:
+            self._sha = await self._client.script_load(WRITE_SCRIPT)
+        for _ in range(2):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(keys), CHUNK):
+                    chunk = keys[start : start + CHUNK]
+                    pipe.evalsha(self._sha, len(chunk), *chunk, *values[start : start + CHUNK])
+                pipe.hset(PAIRS_KEY, mapping=pairs)  # type: ignore[arg-type]
+                replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            # Redis restarted (or SCRIPT FLUSH) since the script was loaded.
+            self._sha = await self._client.script_load(WRITE_SCRIPT)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        out: list[Any] = []
+        for reply in replies[:-1]:
+            out.extend(reply)
+        return out
+
+    async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
+        if not keys:
+            return []
+        try:
+            found = cast(list[bytes | None], await self._client.mget([entry_key(k) for k in keys]))
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            None if data is None else decode_entry(key, data)
+            for key, data in zip(keys, found, strict=True)
+        ]
+
+    async def versions(self) -> list[VersionPair]:
+        try:
+            fields = cast(dict[bytes, bytes], await self._client.hgetall(PAIRS_KEY))
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [VersionPair(*parse_pair_field(name), float(when)) for name, when in fields.items()]
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _unavailable(self, exc: RedisError) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"Redis at {self.describe()}: {type(exc).__name__}: {exc}. Check that Redis is up "
+            "and reachable; updates are retried, none is dropped."
+        )
+
+
+def _pairs_of(replies: list[Any]) -> list[tuple[int, bytes]]:
+    return [(int(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]

@@ -1,0 +1,374 @@
+"""``lte refresher``: consumes ``lte-updates`` and keeps the online store current.
+
+One batch at a time, in this order:
+
+1. fetch up to ``--batch-max-records`` records (``getmany``);
+2. decode each; a record that breaks the contract (DESIGN 3.4) — or whose key is not its
+   ``user_id`` — is dead-lettered with the original bytes and counted, never raised;
+3. coalesce per ``(basis_version, encoder, user_id)``: the newest by ``(as_of, due_at)``
+   wins (the later record on a tie), the rest are counted as ``stale``/``duplicate``;
+4. send the dead letters, then write the batch to the store (monotonic, idempotent);
+5. only then commit the batch's offsets.
+
+A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
+keeps the newest), so a ``kill -9`` loses nothing. When the store (or the DLQ topic) fails,
+the *same* batch is retried with exponential backoff capped at ``--retry-max-seconds``;
+nothing is fetched ahead or committed meanwhile, ``/readyz`` answers 503, one line is logged
+per outage, and the loop resumes on its own when the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import CollectorRegistry
+
+from lte_core.errors import UpdateFormatError
+from lte_core.update import LTEUpdate, decode_update
+from lte_runtime.status_server import StatusServer
+from serving.drift import PopulationDrift, cosine_distance, load_reference
+from serving.errors import StoreUnavailableError
+from serving.metrics import RefresherMetrics
+from serving.online_store import OnlineStore, StoreKey, WriteOutcome, WriteResult
+from serving.read_api import build_app, start_site
+from serving.settings import RefresherSettings
+from serving.store_url import open_store
+from streams.batch_sender import BatchSender, OutRecord
+from streams.dead_letter import DeadLetter
+
+log = logging.getLogger("lte.refresher")
+T = TypeVar("T")
+DEAD_LETTER_REASON = "invalid_update"
+IDLE_PING_SECONDS = 1.0
+FIRST_RETRY_SECONDS = 0.05
+
+
+class Refresher:
+    def __init__(
+        self, settings: RefresherSettings, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = RefresherMetrics.create(self.registry)
+        pinned = load_reference(settings.drift_reference) if settings.drift_reference else None
+        self.drift = PopulationDrift(
+            self.metrics,
+            pinned=pinned,
+            reference_size=settings.drift_reference_size,
+            started_at=time.time(),
+        )
+        self._store_ok = False
+        self._store_checked = 0.0
+        self._joined = False
+        self._store_name = settings.store.describe()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._store_ok:
+            return False, f"the store {self._store_name} is unavailable"
+        if not self._joined:
+            return False, "joining the consumer group"
+        return True, f"writing to {self._store_name}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store = open_store(self.settings.store, writer=True)
+        try:
+            await self._run(store, stop)
+        finally:
+            await store.close()
+
+    async def _run(self, store: OnlineStore, stop: asyncio.Event) -> None:
+        s = self.settings
+        kafka = s.kafka.client_kwargs()
+        await self._ensure_topics(kafka)
+        self.consumer = AIOKafkaConsumer(
+            **kafka,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 << 20,
+            fetch_max_bytes=64 << 20,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, s.session_timeout_ms // 5),
+            # A store outage holds one batch for as long as it lasts; leaving the group
+            # would only hand the same outage to another refresher.
+            max_poll_interval_ms=3_600_000,
+        )
+        async with contextlib.AsyncExitStack() as running:
+            running.push_async_callback(await self._start_status(store))
+            if await self._retrying("reaching the store", _answers(store), stop) is None:
+                return
+            self._store_answered()
+            producer = AIOKafkaProducer(
+                **kafka, acks="all", linger_ms=0, max_batch_size=1 << 20, enable_idempotence=False
+            )
+            await producer.start()
+            running.push_async_callback(producer.stop)
+            self.sender = BatchSender(producer)
+            self.consumer.subscribe([s.topic], listener=_Listener(self))
+            await self.consumer.start()
+            running.push_async_callback(self.consumer.stop)
+            log.info(
+                "refresher %s: %s -> %s on %s",
+                s.group_id,
+                s.topic,
+                self._store_name,
+                s.kafka.describe(),
+            )
+            await self._consume_loop(store, stop)
+
+    async def _ensure_topics(self, kafka: dict[str, Any]) -> None:
+        admin = AIOKafkaAdminClient(**kafka)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, self.settings.partitions, 1)
+                for name in (self.settings.topic, self.settings.dlq_topic)
+                if name not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+        finally:
+            await admin.close()
+
+    async def _start_status(self, store: OnlineStore) -> Callable[[], Awaitable[None]]:
+        """The read API with the status routes on ``--port`` (``--serve``), else the status
+        routes alone on ``--metrics-port``; returns how to stop it."""
+        s = self.settings
+        if s.api is not None:
+            app = build_app(store, s.api, self.registry, self.readiness)
+            runner, port = await start_site(app, s.api.host, s.api.port)
+            log.info(
+                "read API and metrics on %s:%d (auth %s)",
+                s.api.host,
+                port,
+                "on" if s.api.token else "off",
+            )
+            return runner.cleanup
+        status = StatusServer(
+            self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
+        )
+        await status.start()
+        log.info("metrics on %s:%d", s.metrics_host, status.port)
+        return status.stop
+
+    async def _consume_loop(self, store: OnlineStore, stop: asyncio.Event) -> None:
+        s = self.settings
+        while not stop.is_set():
+            batches = await self.consumer.getmany(
+                timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
+            )
+            batches = {tp: records for tp, records in batches.items() if records}
+            if batches:
+                if not await self._apply(store, batches, stop):
+                    return  # stopping during an outage: commit nothing, redeliver later
+                await self._commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+            elif time.monotonic() - self._store_checked > IDLE_PING_SECONDS:
+                await self._check_store(store)
+            await self._observe_lag()
+
+    async def _apply(
+        self, store: OnlineStore, batches: dict[TopicPartition, list[Any]], stop: asyncio.Event
+    ) -> bool:
+        """Dead-letter, coalesce and store one batch; False if asked to stop before it was
+        durably stored."""
+        newest: dict[StoreKey, LTEUpdate] = {}
+        dead: list[OutRecord] = []
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    update = _decode(record)
+                except UpdateFormatError as exc:
+                    self.metrics.invalid_updates.labels(exc.field).inc()
+                    dead.append(_dead_letter(record, tp, exc))
+                    continue
+                key = StoreKey.of(update)
+                kept = newest.get(key)
+                if kept is None or update.order_key() >= kept.order_key():
+                    newest[key] = update
+                if kept is not None:
+                    self._count_coalesced(update, kept)
+        if (
+            dead
+            and await self._retrying(
+                "sending to the dead-letter topic",
+                lambda: self.sender.send(self.settings.dlq_topic, dead),
+                stop,
+            )
+            is None
+        ):
+            return False
+        if not newest:
+            return True
+        updates = list(newest.values())
+
+        async def write() -> list[WriteResult]:
+            try:
+                return await store.write_batch(updates, stored_at=time.time())
+            except StoreUnavailableError:
+                self.metrics.store_writes.labels("error").inc(len(updates))
+                raise
+
+        started = time.perf_counter()
+        results = await self._retrying("writing to the store", write, stop)
+        if results is None:
+            return False
+        self._store_answered()
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_updates.observe(len(updates))
+        self._account(updates, results, written_at=time.time())
+        return True
+
+    def _count_coalesced(self, update: LTEUpdate, kept: LTEUpdate) -> None:
+        """One of two updates for a key in this batch will never reach the store."""
+        same = update.order_key() == kept.order_key()
+        self.metrics.store_writes.labels("duplicate" if same else "stale").inc()
+
+    def _account(
+        self, updates: Sequence[LTEUpdate], results: Sequence[WriteResult], *, written_at: float
+    ) -> None:
+        for update, result in zip(updates, results, strict=True):
+            self.metrics.store_writes.labels(result.outcome.value).inc()
+            if result.outcome is WriteOutcome.STALE:
+                continue
+            previous = result.previous
+            if result.outcome is WriteOutcome.WRITTEN:
+                self.metrics.staleness.observe(max(0.0, written_at - update.due_at))
+                if (
+                    previous is not None
+                    and previous.update.vector is not None
+                    and update.vector is not None
+                ):
+                    drift = cosine_distance(previous.update.vector, update.vector)
+                    if drift is not None:
+                        self.metrics.drift.observe(drift)
+            self.drift.observe(update, previous)
+        self.drift.publish()
+
+    async def _retrying(
+        self, what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event
+    ) -> T | None:
+        """``attempt()`` until it succeeds (its result) or ``stop`` is set (None)."""
+        delay = FIRST_RETRY_SECONDS
+        failures = 0
+        while True:
+            try:
+                result = await attempt()
+            except (StoreUnavailableError, KafkaError) as exc:
+                failures += 1
+                if isinstance(exc, StoreUnavailableError):
+                    self._store_down()
+                if failures == 1:
+                    log.warning("%s failed; retrying until it works: %s", what, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return None
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                continue
+            if failures:
+                log.info("%s works again after %d failed attempts", what, failures)
+            return result
+
+    async def _check_store(self, store: OnlineStore) -> None:
+        """While idle, notice an outage (readiness) before a batch runs into it."""
+        self._store_checked = time.monotonic()
+        try:
+            await store.ping()
+        except StoreUnavailableError as exc:
+            if self._store_ok:
+                log.warning("the store stopped answering: %s", exc)
+            self._store_down()
+            return
+        if not self._store_ok:
+            log.info("the store answers again")
+        self._store_answered()
+
+    def _store_answered(self) -> None:
+        self._store_ok = True
+        self._store_checked = time.monotonic()
+        self.metrics.store_up.set(1)
+
+    def _store_down(self) -> None:
+        self._store_ok = False
+        self.metrics.store_up.set(0)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # The batch is in the store; a redelivery only rewrites what is there.
+            log.warning("offset commit failed (%s); records will be redelivered", exc)
+
+    async def _observe_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self.consumer.position(tp)
+            self.metrics.consumer_lag.labels("refresher", str(tp.partition)).set(
+                max(0, highwater - position)
+            )
+
+    def assigned(self) -> None:
+        self._joined = True
+        self.drift.restart(time.time())
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove("refresher", str(tp.partition))
+
+
+def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:
+    async def ping() -> bool:
+        await store.ping()
+        return True
+
+    return ping
+
+
+def _decode(record: Any) -> LTEUpdate:
+    if record.value is None:
+        raise UpdateFormatError("value", "missing (a null record value)")
+    update = decode_update(record.value)
+    if record.key != update.user_id.encode():
+        raise UpdateFormatError("key", "the record key must equal user_id")
+    return update
+
+
+def _dead_letter(record: Any, tp: TopicPartition, exc: UpdateFormatError) -> OutRecord:
+    letter = DeadLetter(
+        key=record.key,
+        value=record.value,
+        reason=DEAD_LETTER_REASON,
+        detail=str(exc),
+        source_topic=tp.topic,
+        source_partition=tp.partition,
+        source_offset=record.offset,
+        source_timestamp_ms=record.timestamp,
+    )
+    return OutRecord(letter.key, letter.value, letter.headers())
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, refresher: Refresher) -> None:
+        self._refresher = refresher
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._refresher.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._refresher.assigned()
+
+
+__all__ = ["Refresher"]

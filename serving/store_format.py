@@ -1,0 +1,167 @@
+"""The bytes of the online store, identical in Redis and RocksDB.
+
+Key of an entry::
+
+    lte:<basis_version>:<encoder>:<user_id>
+
+with ``%`` and ``:`` percent-escaped in ``basis_version`` and ``encoder`` (encoder names such
+as ``recency:30d`` contain colons; the user id, last, is kept verbatim). The escaping makes
+the key injective: two different triples never share a key. The registry of written pairs
+lives under ``lte-meta:pairs`` (outside the ``lte:`` prefix).
+
+Value of an entry: a fixed little-endian header followed by float32 arrays::
+
+    offset  size  field
+         0     1  format version (1)
+         1     8  as_of         f64   ┐ the order key, read in place by the Redis script:
+         9     8  due_at        f64   ┘ keep them here in every future version
+        17     8  produced_at   f64
+        25     8  stored_at     f64
+        33     8  window_start  f64
+        41     8  window_end    f64
+        49     8  weight_sum    f64
+        57     8  n_events      u64
+        65     4  K             u32   coefficients
+        69     4  d             u32   vector
+        73  4K+4d               coefficients (K x f32), then vector (d x f32)
+
+An emptied window is the header alone with ``n_events = K = d = 0``. Binary float32 keeps an
+entry at 73 + 4(K+d) bytes (JSON floats would be ~3x larger and need parsing) and returns
+exactly the float32 values the worker computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import numpy as np
+
+from lte_core.update import LTEUpdate
+from serving.errors import StoreDataError
+from serving.online_store import StoredLTE, StoreKey
+
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<BdddddddQII")
+ORDER_KEY_OFFSET = 1
+ENTRY_PREFIX = b"lte:"
+PAIRS_KEY = b"lte-meta:pairs"
+_F32 = np.dtype("<f4")
+log = logging.getLogger(__name__)
+
+
+def _escape(part: str) -> str:
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _unescape(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%")
+
+
+def entry_key(key: StoreKey) -> bytes:
+    return f"lte:{_escape(key.basis_version)}:{_escape(key.encoder)}:{key.user_id}".encode()
+
+
+def pair_field(basis_version: str, encoder: str) -> bytes:
+    """The registry's name for a pair: the middle of an entry key."""
+    return f"{_escape(basis_version)}:{_escape(encoder)}".encode()
+
+
+def parse_pair_field(field: bytes) -> tuple[str, str]:
+    basis_version, sep, encoder = field.decode().partition(":")
+    if not sep:
+        raise StoreDataError(f"{PAIRS_KEY.decode()}: malformed pair {field!r}")
+    return _unescape(basis_version), _unescape(encoder)
+
+
+def encode_entry(update: LTEUpdate, stored_at: float) -> bytes:
+    coefficients = update.coefficients if update.coefficients is not None else _EMPTY
+    vector = update.vector if update.vector is not None else _EMPTY
+    header = HEADER.pack(
+        FORMAT_VERSION,
+        update.as_of,
+        update.due_at,
+        update.produced_at,
+        stored_at,
+        update.window_start,
+        update.window_end,
+        update.weight_sum,
+        update.n_events,
+        len(coefficients),
+        len(vector),
+    )
+    return (
+        header
+        + coefficients.astype(_F32, copy=False).tobytes()
+        + vector.astype(_F32, copy=False).tobytes()
+    )
+
+
+def is_entry(data: bytes) -> bool:
+    """Whether ``data`` starts like an entry of this format (the order key is readable)."""
+    return len(data) >= HEADER.size and data[0] == FORMAT_VERSION
+
+
+def order_key_of(data: bytes) -> tuple[float, float]:
+    """``(as_of, due_at)`` of an encoded entry without decoding the vectors."""
+    as_of, due_at = struct.unpack_from("<dd", data, ORDER_KEY_OFFSET)
+    return as_of, due_at
+
+
+def decode_replaced(key: StoreKey, data: bytes) -> StoredLTE | None:
+    """The entry a write replaced. Bytes that are not an entry were overwritten like a
+    missing entry (the ``lte:`` prefix is this project's); that is logged, not raised, so
+    one foreign value cannot stop the refresher."""
+    try:
+        return decode_entry(key, data)
+    except StoreDataError as exc:
+        log.warning("overwrote a value that was not an LTE entry: %s", exc)
+        return None
+
+
+def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
+    if not is_entry(data):
+        raise StoreDataError(
+            f"{entry_key(key)!r}: not an LTE entry of format {FORMAT_VERSION} "
+            f"({len(data)} bytes); was it written by another program?"
+        )
+    (
+        _,
+        as_of,
+        due_at,
+        produced_at,
+        stored_at,
+        window_start,
+        window_end,
+        weight_sum,
+        n_events,
+        k,
+        d,
+    ) = HEADER.unpack_from(data)
+    if len(data) != HEADER.size + 4 * (k + d) or (n_events == 0) != (k == 0 and d == 0):
+        raise StoreDataError(
+            f"{entry_key(key)!r}: entry is truncated or inconsistent "
+            f"({len(data)} bytes for n_events={n_events}, K={k}, d={d})"
+        )
+    coefficients = vector = None
+    if n_events:
+        coefficients = np.frombuffer(data, _F32, k, HEADER.size).astype(np.float32)
+        vector = np.frombuffer(data, _F32, d, HEADER.size + 4 * k).astype(np.float32)
+    update = LTEUpdate(
+        user_id=key.user_id,
+        basis_version=key.basis_version,
+        encoder=key.encoder,
+        as_of=as_of,
+        window_start=window_start,
+        window_end=window_end,
+        n_events=n_events,
+        weight_sum=weight_sum,
+        coefficients=coefficients,
+        vector=vector,
+        due_at=due_at,
+        produced_at=produced_at,
+    )
+    return StoredLTE(update, stored_at)
+
+
+_EMPTY = np.zeros(0, dtype=np.float32)

@@ -1,0 +1,230 @@
+"""The online store contract (serving/online_store.py), run against both backends: a real
+redis-server and a real RocksDB directory. Every check compares with an independent model
+of the rules — the newest by (as_of, due_at) wins, the later write on a tie."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lte_core.update import LTEUpdate
+from lte_runtime.redis_server import RedisServer
+from serving.errors import StoreOpenError
+from serving.online_store import StoredLTE, StoreKey, WriteOutcome
+from serving.redis_store import CHUNK
+from serving.store_url import RedisLocation, RocksDBLocation, open_store
+from tests.integration.harness import wait_until
+from tests.integration.store_backends import (
+    BACKENDS,
+    SyncStore,
+    location,
+    make_update,
+    same_update,
+    sync_store,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[SyncStore]:
+    with sync_store(location(request.param, redis_server, tmp_path)) as opened:
+        yield opened
+
+
+def _namespace() -> str:
+    """Examples share one store; each writes under its own basis version."""
+    return f"b-{uuid.uuid4().hex[:10]}"
+
+
+writes = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u/3:x"]),
+        st.integers(0, 4),  # as_of: few values, so ties and out-of-order are common
+        st.integers(0, 2),  # due_at
+        st.none() | st.lists(st.floats(width=32, allow_nan=False), min_size=3, max_size=3),
+        st.booleans(),  # flush the batch after this write
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@given(writes)
+def test_any_order_and_batching_leaves_the_newest(
+    store: SyncStore, steps: list[tuple[str, int, int, list[float] | None, bool]]
+) -> None:
+    basis = _namespace()
+    model: dict[str, LTEUpdate] = {}
+    batch: list[LTEUpdate] = []
+    expected: list[tuple[WriteOutcome, LTEUpdate | None]] = []
+    results = []
+    for i, (user, as_of, due_at, vector, flush) in enumerate(steps):
+        update = make_update(user, float(as_of), float(due_at), vector, basis_version=basis)
+        # produced_at makes every write distinguishable, so "which one won" is observable
+        update = _with_produced_at(update, float(i))
+        have = model.get(user)
+        if have is not None and update.order_key() < have.order_key():
+            expected.append((WriteOutcome.STALE, None))
+        else:
+            same = have is not None and update.order_key() == have.order_key()
+            expected.append((WriteOutcome.DUPLICATE if same else WriteOutcome.WRITTEN, have))
+            model[user] = update
+        batch.append(update)
+        if flush or i == len(steps) - 1:
+            results.extend(store.write(batch, stored_at=float(i)))
+            batch = []
+    for (outcome, previous), result in zip(expected, results, strict=True):
+        assert result.outcome is outcome
+        if outcome is not WriteOutcome.STALE:
+            assert (result.previous is None) == (previous is None)
+            if previous is not None and result.previous is not None:
+                assert same_update(result.previous.update, previous)
+    for user, update in model.items():
+        entry = store.get(StoreKey(basis, "mean", user))
+        assert entry is not None and same_update(entry.update, update)
+
+
+def _with_produced_at(update: LTEUpdate, produced_at: float) -> LTEUpdate:
+    fields = {name: getattr(update, name) for name in LTEUpdate.__dataclass_fields__}
+    fields["produced_at"] = produced_at
+    return LTEUpdate(**fields)
+
+
+def test_an_emptied_window_is_kept_as_a_marker_that_older_updates_cannot_undo(
+    store: SyncStore,
+) -> None:
+    basis = _namespace()
+    key = StoreKey(basis, "mean", "u")
+    store.write([make_update("u", 10.0, 9.0, [1.0, 2.0], basis_version=basis)])
+    emptied = make_update("u", 20.0, 19.0, None, basis_version=basis)
+    [result] = store.write([emptied], stored_at=5.0)
+    assert result.outcome is WriteOutcome.WRITTEN
+    assert result.previous is not None and result.previous.update.n_events > 0
+    [late] = store.write([make_update("u", 15.0, 15.0, [3.0, 4.0], basis_version=basis)])
+    assert late.outcome is WriteOutcome.STALE
+    entry = store.get(key)
+    assert entry is not None and entry.stored_at == 5.0
+    assert entry.update.n_events == 0 and entry.update.vector is None
+    assert entry.update.coefficients is None and entry.update.as_of == 20.0
+
+
+def test_versions_live_side_by_side_for_rollback(store: SyncStore) -> None:
+    old, new = _namespace(), _namespace()
+    store.write([make_update("u", 1.0, 1.0, [1.0, 0.0], basis_version=old)], stored_at=100.0)
+    store.write(
+        [
+            make_update("u", 2.0, 2.0, [0.0, 1.0], basis_version=new),
+            make_update("u", 3.0, 3.0, [5.0, 5.0], basis_version=new, encoder="recency:30d"),
+        ],
+        stored_at=200.0,
+    )
+    # An older update of the old version is still judged against the old version only.
+    [result] = store.write([make_update("u", 0.5, 0.5, [9.0, 9.0], basis_version=old)])
+    assert result.outcome is WriteOutcome.STALE
+    entries = store.get_many(
+        [
+            StoreKey(old, "mean", "u"),
+            StoreKey(new, "mean", "u"),
+            StoreKey(new, "recency:30d", "u"),
+            StoreKey(new, "recency", "30d:u"),
+        ]
+    )
+    assert [None if e is None else e.update.as_of for e in entries] == [1.0, 2.0, 3.0, None]
+    pairs = {(p.basis_version, p.encoder): p.last_written_at for p in store.versions()}
+    assert pairs[(old, "mean")] == 1e9  # the stale write still marks the pair as written
+    assert pairs[(new, "mean")] == 200.0 and pairs[(new, "recency:30d")] == 200.0
+
+
+def test_large_batches_and_exact_float32(store: SyncStore) -> None:
+    basis = _namespace()
+    rng = np.random.default_rng(3)
+    n = 3 * CHUNK + 17  # several Redis script chunks in one pipeline
+    vectors = rng.standard_normal((n, 384)).astype(np.float32)
+    vectors[0, :3] = [np.float32(1e-45), np.float32(-0.0), np.float32(3.4e38)]
+    updates = [
+        make_update(f"user-{i}", 1.0, 1.0, vectors[i], basis_version=basis, k=64) for i in range(n)
+    ]
+    results = store.write(updates)
+    assert [r.outcome for r in results] == [WriteOutcome.WRITTEN] * n
+    keys = [StoreKey(basis, "mean", f"user-{i}") for i in range(n)] + [
+        StoreKey(basis, "mean", "nobody")
+    ]
+    found = store.get_many(keys)
+    assert found[-1] is None
+    for update, entry in zip(updates, found[:-1], strict=True):
+        assert entry is not None and same_update(entry.update, update)
+
+
+def test_redis_compares_and_writes_atomically_under_concurrent_writers(
+    redis_server: RedisServer,
+) -> None:
+    """Two refreshers racing over the same users in opposite orders: a read-then-write
+    implementation lets an older update overwrite a newer one; the script must not."""
+    basis = _namespace()
+    users = [f"u{i}" for i in range(200)]
+    rounds = [
+        [make_update(u, float(t), 0.0, [float(t)], basis_version=basis) for u in users]
+        for t in range(30)
+    ]
+
+    async def race() -> list[StoredLTE | None]:
+        where = RedisLocation(redis_server.host, redis_server.port, 0)
+        a, b = open_store(where, writer=True), open_store(where, writer=True)
+        try:
+            await asyncio.gather(
+                *(a.write_batch(batch, stored_at=1.0) for batch in rounds),
+                *(b.write_batch(batch, stored_at=2.0) for batch in reversed(rounds)),
+            )
+            return await a.get_many([StoreKey(basis, "mean", u) for u in users])
+        finally:
+            await a.close()
+            await b.close()
+
+    found = asyncio.run(race())
+    assert all(e is not None and e.update.as_of == 29.0 for e in found)
+
+
+def test_redis_overwrites_a_value_that_is_not_an_entry(redis_server: RedisServer) -> None:
+    basis = _namespace()
+    raw = redis.Redis(host=redis_server.host, port=redis_server.port)
+    raw.set(f"lte:{basis}:mean:u".encode(), b"junk")
+    raw.close()
+    with sync_store(RedisLocation(redis_server.host, redis_server.port, 0)) as store:
+        [result] = store.write([make_update("u", 1.0, 1.0, [1.0], basis_version=basis)])
+        assert result.outcome is WriteOutcome.WRITTEN and result.previous is None
+        entry = store.get(StoreKey(basis, "mean", "u"))
+        assert entry is not None and entry.update.as_of == 1.0
+
+
+def test_rocksdb_has_one_writer_and_followers_see_its_writes(tmp_path: Path) -> None:
+    where = RocksDBLocation(tmp_path / "store")
+    with pytest.raises(StoreOpenError, match="not a RocksDB store yet"):
+        open_store(where, writer=False)
+    with sync_store(where) as writer:
+        with pytest.raises(StoreOpenError, match="another refresher"):
+            open_store(where, writer=True)
+        writer.write([make_update("u", 1.0, 1.0, [1.0], basis_version="b")])
+        with sync_store(where, writer=False) as follower:
+            assert follower.get(StoreKey("b", "mean", "u")) is not None
+            writer.write([make_update("v", 1.0, 1.0, [2.0], basis_version="b")])
+            entry = wait_until(
+                lambda: follower.get(StoreKey("b", "mean", "v")),
+                timeout=5,
+                what="the follower to catch up with the writer",
+            )
+            assert entry is not None and entry.update.vector is not None
+    # Reopened from disk, everything is there.
+    with sync_store(where) as reopened:
+        assert (
+            len([e for e in reopened.get_many([StoreKey("b", "mean", u) for u in "uv"]) if e]) == 2
+        )
