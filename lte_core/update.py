@@ -126,3 +126,106 @@ def decode_update(data: bytes) -> LTEUpdate:
         due_at=_number(doc, "due_at"),
         produced_at=_number(doc, "produced_at"),
     )
+
+
+def decode_updates(values: list[bytes]) -> list[LTEUpdate | UpdateFormatError]:
+    """:func:`decode_update` for a whole batch, several times faster.
+
+    Well-formed records take a fast path: scalar fields are checked inline and all vectors
+    of the batch are converted to float32 by one numpy call per length. Any record the fast
+    path does not accept is decoded by :func:`decode_update`, which stays the single
+    authority on the rules and the error it reports (tests check the two agree).
+    """
+    out: list[LTEUpdate | UpdateFormatError | None] = [None] * len(values)
+    pending: list[tuple[int, dict[str, Any]]] = []
+    loads = orjson.loads
+    for i, value in enumerate(values):
+        try:
+            doc = loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+        if type(doc) is dict and _plain(doc):
+            pending.append((i, doc))
+        else:
+            out[i] = _decode_or_error(value)
+    by_length: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for i, doc in pending:
+        vector = doc["vector"]
+        if vector is None:
+            out[i] = _from_doc(doc, None, None)
+        else:
+            by_length.setdefault(len(vector), []).append((i, doc))
+    for group in by_length.values():
+        try:
+            vectors = np.array([doc["vector"] for _, doc in group], dtype=np.float32)
+            coefficients_list = [doc["coefficients"] for _, doc in group]
+            k = len(coefficients_list[0])
+            same_k = all(len(c) == k for c in coefficients_list)
+            coefficients = np.array(coefficients_list, dtype=np.float32) if same_k else None
+        except (TypeError, ValueError):
+            vectors, coefficients = None, None
+        if vectors is None or coefficients is None or vectors.ndim != 2 or coefficients.ndim != 2:
+            for i, _ in group:
+                out[i] = _decode_or_error(values[i])
+            continue
+        finite = np.asarray(
+            np.isfinite(vectors).all(axis=1) & np.isfinite(coefficients).all(axis=1), dtype=bool
+        ).tolist()
+        for j, (i, doc) in enumerate(group):
+            out[i] = (
+                _from_doc(doc, coefficients[j], vectors[j])
+                if finite[j]
+                else _decode_or_error(values[i])
+            )
+    return [u for u in out if u is not None]
+
+
+_SCALARS = ("as_of", "window_start", "window_end", "weight_sum", "due_at", "produced_at")
+_IDS = ("user_id", "basis_version", "encoder")
+
+
+def _plain(doc: dict[str, Any]) -> bool:
+    """The fields a well-formed update has, with the right types (vectors checked later)."""
+    for name in _IDS:
+        value = doc.get(name)
+        if type(value) is not str or not 1 <= len(value) <= _MAX_ID_CHARS:
+            return False
+    for name in _SCALARS:
+        value = doc.get(name)
+        if type(value) is not float and type(value) is not int:
+            return False
+    n = doc.get("n_events")
+    if type(n) is not int or n < 0:
+        return False
+    vector, coefficients = doc.get("vector"), doc.get("coefficients")
+    if n == 0:
+        return vector is None and coefficients is None
+    return (
+        type(vector) is list and type(coefficients) is list and bool(vector) and bool(coefficients)
+    )
+
+
+def _from_doc(
+    doc: dict[str, Any], coefficients: F32Array | None, vector: F32Array | None
+) -> LTEUpdate:
+    return LTEUpdate(
+        user_id=doc["user_id"],
+        basis_version=doc["basis_version"],
+        encoder=doc["encoder"],
+        as_of=float(doc["as_of"]),
+        window_start=float(doc["window_start"]),
+        window_end=float(doc["window_end"]),
+        n_events=doc["n_events"],
+        weight_sum=float(doc["weight_sum"]),
+        coefficients=coefficients,
+        vector=vector,
+        due_at=float(doc["due_at"]),
+        produced_at=float(doc["produced_at"]),
+    )
+
+
+def _decode_or_error(value: bytes) -> LTEUpdate | UpdateFormatError:
+    try:
+        return decode_update(value)
+    except UpdateFormatError as exc:
+        return exc

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lte_runtime.bulk_histogram import BulkHistogram
+
 STALENESS_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     *(10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
@@ -29,8 +31,8 @@ WRITE_OUTCOMES = ("written", "duplicate", "stale", "error")
 class RefresherMetrics(NamedTuple):
     store_writes: Counter
     invalid_updates: Counter
-    staleness: Histogram
-    drift: Histogram
+    staleness: BulkHistogram
+    drift: BulkHistogram
     population_drift: Gauge
     population_users: Gauge
     store_up: Gauge
@@ -55,18 +57,18 @@ class RefresherMetrics(NamedTuple):
                 ["field"],
                 registry=registry,
             ),
-            staleness=Histogram(
+            staleness=BulkHistogram(
                 "lte_staleness_seconds",
                 "Store write time minus due_at of every written update",
-                buckets=STALENESS_BUCKETS,
-                registry=registry,
+                STALENESS_BUCKETS,
+                registry,
             ),
-            drift=Histogram(
+            drift=BulkHistogram(
                 "lte_drift",
                 "1 - cosine(previous stored vector, new vector) per written update that "
                 "replaced a non-empty entry with a non-empty one",
-                buckets=DRIFT_BUCKETS,
-                registry=registry,
+                DRIFT_BUCKETS,
+                registry,
             ),
             population_drift=Gauge(
                 "lte_population_drift",

@@ -23,16 +23,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from prometheus_client import CollectorRegistry
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate, decode_update
+from lte_core.update import LTEUpdate, decode_updates
 from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
@@ -184,12 +186,10 @@ class Refresher:
         newest: dict[StoreKey, LTEUpdate] = {}
         dead: list[OutRecord] = []
         for tp, records in batches.items():
-            for record in records:
-                try:
-                    update = _decode(record)
-                except UpdateFormatError as exc:
-                    self.metrics.invalid_updates.labels(exc.field).inc()
-                    dead.append(_dead_letter(record, tp, exc))
+            for record, update in zip(records, _decode_all(records), strict=True):
+                if isinstance(update, UpdateFormatError):
+                    self.metrics.invalid_updates.labels(update.field).inc()
+                    dead.append(_dead_letter(record, tp, update))
                     continue
                 key = StoreKey.of(update)
                 kept = newest.get(key)
@@ -236,13 +236,16 @@ class Refresher:
     def _account(
         self, updates: Sequence[LTEUpdate], results: Sequence[WriteResult], *, written_at: float
     ) -> None:
+        outcomes: Counter[str] = Counter()
+        staleness: list[float] = []
+        drifts: list[float] = []
         for update, result in zip(updates, results, strict=True):
-            self.metrics.store_writes.labels(result.outcome.value).inc()
+            outcomes[result.outcome.value] += 1
             if result.outcome is WriteOutcome.STALE:
                 continue
             previous = result.previous
             if result.outcome is WriteOutcome.WRITTEN:
-                self.metrics.staleness.observe(max(0.0, written_at - update.due_at))
+                staleness.append(written_at - update.due_at)
                 if (
                     previous is not None
                     and previous.update.vector is not None
@@ -250,8 +253,12 @@ class Refresher:
                 ):
                     drift = cosine_distance(previous.update.vector, update.vector)
                     if drift is not None:
-                        self.metrics.drift.observe(drift)
+                        drifts.append(drift)
             self.drift.observe(update, previous)
+        for outcome, n in outcomes.items():
+            self.metrics.store_writes.labels(outcome).inc(n)
+        self.metrics.staleness.observe_many(np.maximum(0.0, np.asarray(staleness)))
+        self.metrics.drift.observe_many(drifts)
         self.drift.publish()
 
     async def _retrying(
@@ -337,13 +344,16 @@ def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:
     return ping
 
 
-def _decode(record: Any) -> LTEUpdate:
-    if record.value is None:
-        raise UpdateFormatError("value", "missing (a null record value)")
-    update = decode_update(record.value)
-    if record.key != update.user_id.encode():
-        raise UpdateFormatError("key", "the record key must equal user_id")
-    return update
+def _decode_all(records: list[Any]) -> list[LTEUpdate | UpdateFormatError]:
+    """Decode a batch (:func:`decode_updates`), then check each record's key."""
+    values = [r.value if r.value is not None else b"" for r in records]
+    out = decode_updates(values)
+    for i, (record, update) in enumerate(zip(records, out, strict=True)):
+        if record.value is None:
+            out[i] = UpdateFormatError("value", "missing (a null record value)")
+        elif isinstance(update, LTEUpdate) and record.key != update.user_id.encode():
+            out[i] = UpdateFormatError("key", "the record key must equal user_id")
+    return out
 
 
 def _dead_letter(record: Any, tp: TopicPartition, exc: UpdateFormatError) -> OutRecord:

@@ -64,59 +64,83 @@ class UpdateBuilder:
         now: float,
         event_due: npt.NDArray[np.float64] | None = None,
     ) -> UpdateBatch:
+        """One JSON record per user whose window changed (:data:`UPDATE_TEMPLATE`).
+
+        Vectors of the whole flush are formatted by one ``orjson`` call and split into rows
+        (float text never contains ``],[``); with the identity basis the coefficients are
+        the vector, so its text is reused. This is a third of the cost of one ``dumps`` of
+        a dict per update, and a test checks the bytes decode exactly like
+        :func:`lte_core.update.encode_update`'s.
+        """
         rows = np.flatnonzero(result.changed)
         if len(rows) == 0:
             return NO_UPDATES
         due = self.due_at(result, rows, now, event_due)
         counts = result.summary.counts[rows]
-        filled = counts > 0
-        coefficients: list[npt.NDArray[np.float32] | None] = [None] * len(rows)
-        vectors: list[npt.NDArray[np.float32] | None] = [None] * len(rows)
-        if filled.any():
+        filled = np.flatnonzero(counts > 0)
+        coef_text: list[bytes] = [b"null"] * len(rows)
+        vec_text: list[bytes] = [b"null"] * len(rows)
+        if len(filled):
             encoded = self._encoder.encode(result.summary.rows(rows[filled]))
-            coef32 = encoded.coefficients.astype(np.float32)
-            vec32 = encoded.vectors.astype(np.float32)
-            for j, position in enumerate(np.flatnonzero(filled).tolist()):
-                coefficients[position] = coef32[j]
-                vectors[position] = vec32[j]
+            vectors = _rows_json(encoded.vectors)
+            coefficients = (
+                vectors
+                if encoded.coefficients is encoded.vectors
+                else _rows_json(encoded.coefficients)
+            )
+            for j, position in enumerate(filled.tolist()):
+                vec_text[position] = vectors[j]
+                coef_text[position] = coefficients[j]
         g = self._spec.bucket
         ends = (result.end[rows] * g).tolist()
         starts = ((result.end[rows] - self._spec.n_buckets) * g).tolist()
-        weight_sums = result.summary.weight_sums[rows].tolist()
-        produced_at = time.time()
-        basis_version, encoder = self._basis_version, self._encoder.name
-        dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        dumps = orjson.dumps
+        head = b'"basis_version":%b,"encoder":%b,"as_of":%b' % (
+            dumps(self._basis_version),
+            dumps(self._encoder.name),
+            dumps(now),
+        )
+        tail = b',"produced_at":%b}' % dumps(time.time())
         records = [
             (
                 users[i],
-                dumps(
-                    {
-                        "user_id": users[i].decode(),
-                        "basis_version": basis_version,
-                        "encoder": encoder,
-                        "as_of": now,
-                        "window_start": start,
-                        "window_end": end,
-                        "n_events": n,
-                        "weight_sum": weight_sum,
-                        "coefficients": coef,
-                        "vector": vec,
-                        "due_at": due_at,
-                        "produced_at": produced_at,
-                    },
-                    option=option,
+                UPDATE_TEMPLATE
+                % (
+                    dumps(users[i].decode()),
+                    head,
+                    start,
+                    end,
+                    n,
+                    dumps(w),
+                    coef,
+                    vec,
+                    dumps(due_at),
+                    tail,
                 ),
             )
-            for i, start, end, n, weight_sum, coef, vec, due_at in zip(
+            for i, start, end, n, w, coef, vec, due_at in zip(
                 rows.tolist(),
                 starts,
                 ends,
                 counts.tolist(),
-                weight_sums,
-                coefficients,
-                vectors,
+                result.summary.weight_sums[rows].tolist(),
+                coef_text,
+                vec_text,
                 due.tolist(),
                 strict=True,
             )
         ]
         return UpdateBatch(records, due)
+
+
+#: An ``lte-updates`` value (DESIGN 3.4); ``%b`` fields are JSON already.
+UPDATE_TEMPLATE = (
+    b'{"user_id":%b,%b,"window_start":%d,"window_end":%d,"n_events":%d,"weight_sum":%b,'
+    b'"coefficients":%b,"vector":%b,"due_at":%b%b'
+)
+
+
+def _rows_json(matrix: npt.NDArray[np.float64]) -> list[bytes]:
+    """Each row of ``matrix`` as a JSON array of float32 numbers."""
+    text = orjson.dumps(matrix.astype(np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+    return [b"[" + row + b"]" for row in text[2:-2].split(b"],[")]

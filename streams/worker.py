@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -177,11 +178,8 @@ class Worker:
             await self._shutdown()
 
     async def _consume_loop(self, stop: asyncio.Event) -> None:
-        s = self.settings
         while not stop.is_set():
-            batches = await self.consumer.getmany(
-                timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
-            )
+            batches = await self._fetch()
             if batches:
                 async with self._lock:
                     work = [
@@ -197,6 +195,25 @@ class Worker:
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
                 await self._observe_lag()
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """Up to ``batch_max_records`` records from *every* owned partition that has some.
+
+        One ``getmany`` tends to fill its quota from a single partition's prefetched buffer;
+        taking each partition's share separately lets the partitions be processed side by
+        side, so one partition's CPU work overlaps another's wait for the broker.
+        """
+        s = self.settings
+        batches: dict[TopicPartition, list[Any]] = {}
+        for tp in self.consumer.assignment():
+            got = await self.consumer.getmany(tp, timeout_ms=0, max_records=s.batch_max_records)
+            batches.update((k, v) for k, v in got.items() if v)
+        if not batches:
+            got = await self.consumer.getmany(
+                timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
+            )
+            batches = {k: v for k, v in got.items() if v}
+        return batches
 
     async def _commit(self) -> None:
         self._last_commit = time.monotonic()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate, decode_update, encode_update
+from lte_core.update import LTEUpdate, decode_update, decode_updates, encode_update
 
 f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 
@@ -71,3 +71,66 @@ def test_malformed_updates_name_the_field(data: bytes, field: str) -> None:
     with pytest.raises(UpdateFormatError) as info:
         decode_update(data)
     assert info.value.field == field
+
+
+update_docs = st.fixed_dictionaries(
+    {
+        "user_id": st.one_of(st.text(min_size=1, max_size=5), st.just(""), st.integers(0, 9)),
+        "basis_version": st.just("v1"),
+        "encoder": st.sampled_from(["mean", "", 3]),
+        "as_of": st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.integers(0, 2**40),
+            st.text(max_size=2),
+            st.booleans(),
+        ),
+        "window_start": st.just(0.0),
+        "window_end": st.just(10),
+        "n_events": st.one_of(st.integers(-1, 3), st.just(True), st.floats(0, 2)),
+        "weight_sum": st.just(1.5),
+        "coefficients": st.one_of(
+            st.none(),
+            st.lists(f32, min_size=0, max_size=3),
+            st.lists(st.text(max_size=1), min_size=1, max_size=2),
+            st.lists(st.lists(f32, max_size=2), min_size=1, max_size=2),
+        ),
+        "vector": st.one_of(
+            st.none(), st.lists(f32, min_size=0, max_size=3), st.just([1e39]), st.just([1.0, None])
+        ),
+        "due_at": st.just(5.0),
+        "produced_at": st.just(6.0),
+    }
+)
+
+
+@given(st.lists(st.one_of(update_docs.map(orjson.dumps), st.binary(max_size=20)), max_size=12))
+def test_batch_decoder_agrees_with_decode_update(values: list[bytes]) -> None:
+    got = decode_updates(values)
+    assert len(got) == len(values)
+    for value, result in zip(values, got, strict=True):
+        try:
+            want: LTEUpdate | UpdateFormatError = decode_update(value)
+        except UpdateFormatError as exc:
+            want = exc
+        if isinstance(want, UpdateFormatError):
+            assert isinstance(result, UpdateFormatError) and result.field == want.field
+            continue
+        assert isinstance(result, LTEUpdate)
+        for name in (
+            "user_id",
+            "basis_version",
+            "encoder",
+            "as_of",
+            "window_start",
+            "window_end",
+            "n_events",
+            "weight_sum",
+            "due_at",
+            "produced_at",
+        ):
+            assert getattr(result, name) == getattr(want, name)
+        for name in ("vector", "coefficients"):
+            a, b = getattr(result, name), getattr(want, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)

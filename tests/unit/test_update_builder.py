@@ -1,0 +1,102 @@
+"""The worker's hand-assembled update records decode exactly like the reference codec's."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lte_core.basis import BasisArtifact
+from lte_core.encoders import MeanEncoder
+from lte_core.engine import EventColumns, WindowEngine
+from lte_core.memory_store import MemoryWindowStore
+from lte_core.update import LTEUpdate, decode_update, encode_update
+from lte_core.window import WindowSpec
+from streams.clock import Clock
+from streams.updates import UpdateBuilder
+
+SPEC = WindowSpec(window=10 * 60, lag=60, bucket=60)
+NOW = 1_000_000.0
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 6),
+    st.sampled_from([None, 2]),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 9),
+            st.floats(-700, 200),
+            st.sampled_from([1.0, 0.5, 3.0]),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.text(min_size=1, max_size=8),
+)
+def test_records_decode_like_the_reference_codec(
+    d: int, k: int | None, raw: list[tuple[int, int, float, float]], suffix: str
+) -> None:
+    rng = np.random.default_rng(d)
+    vectors = rng.standard_normal((10, d)).astype(np.float32)
+    basis = BasisArtifact.build([f"i{i}" for i in range(10)], vectors, k=min(k, d) if k else None)
+    users = [f'u"{u}\\{suffix}'.encode() for u in range(4)]  # ids that need JSON escaping
+    by_user = [[r for r in raw if r[0] == u] for u in range(4)]
+    seg = np.zeros(5, dtype=np.int64)
+    seg[1:] = np.cumsum([len(b) for b in by_user])
+    flat = [r for b in by_user for r in b]
+    cols = EventColumns(
+        seg=seg,
+        items=np.array([r[1] for r in flat], dtype=np.uint32),
+        ts=np.array([NOW + r[2] for r in flat]),
+        weights=np.array([r[3] for r in flat], dtype=np.float32),
+        offsets=np.arange(len(flat), dtype=np.int64),
+    )
+    store = MemoryWindowStore()
+    engine = WindowEngine(SPEC, basis.item_vectors)
+    result = engine.process(store, users, cols, NOW)
+    encoder = MeanEncoder(basis)
+    batch = UpdateBuilder(SPEC, encoder, basis.basis_version, Clock.create(None)).build(
+        users, result, NOW
+    )
+    changed = np.flatnonzero(result.changed)
+    assert [key for key, _ in batch.records] == [users[i] for i in changed]
+    for (key, value), i, due in zip(batch.records, changed, batch.due_at, strict=True):
+        got = decode_update(value)
+        n = int(result.summary.counts[i])
+        encoded = encoder.encode(result.summary.rows(np.array([i]))) if n else None
+        reference = LTEUpdate(
+            user_id=key.decode(),
+            basis_version=basis.basis_version,
+            encoder="mean",
+            as_of=NOW,
+            window_start=float((result.end[i] - SPEC.n_buckets) * SPEC.bucket),
+            window_end=float(result.end[i] * SPEC.bucket),
+            n_events=n,
+            weight_sum=float(result.summary.weight_sums[i]),
+            coefficients=None if encoded is None else encoded.coefficients[0].astype(np.float32),
+            vector=None if encoded is None else encoded.vectors[0].astype(np.float32),
+            due_at=float(due),
+            produced_at=got.produced_at,
+        )
+        want = decode_update(encode_update(reference))
+        assert orjson.loads(value).keys() == orjson.loads(encode_update(reference)).keys()
+        for field in (
+            "user_id",
+            "basis_version",
+            "encoder",
+            "as_of",
+            "window_start",
+            "window_end",
+            "n_events",
+            "weight_sum",
+            "due_at",
+        ):
+            assert getattr(got, field) == getattr(want, field), field
+        for field in ("vector", "coefficients"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
