@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lte_core.events import Reason
 from lte_runtime.bulk_histogram import BulkHistogram
 
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -118,4 +119,6 @@ class WorkerMetrics(NamedTuple):
             metrics.events.labels(outcome)
         for trigger in ("event", "clock"):
             metrics.updates.labels(trigger)
+        for reason in Reason.ALL:
+            metrics.dead_letters.labels(reason)
         return metrics

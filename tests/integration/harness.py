@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from lte_runtime.ports import free_port
-from streams.batch_sender import BatchSender, OutRecord
+from streams.batch_sender import BatchSender, OutRecord, Record
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _produce(bootstrap: str, topic: str, records: list[OutRecord]) -> None:
+async def _produce(bootstrap: str, topic: str, records: list[Record]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1 << 20, acks="all")
     await producer.start()
     try:
@@ -160,7 +160,7 @@ async def _produce(bootstrap: str, topic: str, records: list[OutRecord]) -> None
         await producer.stop()
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[OutRecord]) -> None:
+def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None:
     run(_produce(bootstrap, topic, list(records)))
 
 
