@@ -208,7 +208,8 @@ def sweep(work: Path, users: int) -> dict[str, object]:
         try:
             rng = np.random.default_rng(1)
             items = rng.integers(0, 5000, users)
-            event_ts = t1 - DAY / 2  # bucket b(t1) - 1: in the 30d window at t1
+            # Mid-bucket of b(t1) - 1: visible in the 30d window at t1, not merely pending.
+            event_ts = (math.floor(t1 / DAY) - 1) * DAY + DAY / 2
 
             def chunks() -> Iterator[list[tuple[bytes, bytes]]]:
                 for lo in range(0, users, 20_000):

@@ -124,7 +124,7 @@ def main() -> None:
                         now=now,
                         n=events,
                         log=work / "worker.log",
-                    )
+                    ).events_s
                 )
                 peers.append(run_peer(broker.bootstrap, basis, now, events, work))
             print(f"  run {r + 1}: worker {workers[-1]:,.0f}/s peer {peers[-1]:,.0f}/s", flush=True)

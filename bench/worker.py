@@ -9,11 +9,14 @@ For each configuration it starts a fresh embedded broker, produces a synthetic s
   assigned) until every record is processed: consume → validate → window state → emit
   updates → changelog → RocksDB.
 
+It also reports ``writes_per_event`` (``lte_state_writes_total`` / events: every RocksDB put
+and delete, index and metadata included) and the worker's peak RSS (``VmHWM``).
+
 Figures are medians over ``--repeats`` runs; ``ratio`` = worker / limit. Results:
 ``bench/results/worker.json``.
 
     python -m bench.worker --quick
-    python -m bench.worker                 # 2e6 events, d=64 and d=384, 1e5 and 1e6 users
+    python -m bench.worker     # 1e5 and 1e6 users: 2e6 events at d=64, 5e5 at d=384
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,7 +114,24 @@ def scrape(port: int, name: str) -> float:
     return total
 
 
-def run_worker(bootstrap: str, basis: Path, state: Path, *, now: float, n: int, log: Path) -> float:
+@dataclass(frozen=True)
+class WorkerRun:
+    events_s: float
+    writes_per_event: float
+    peak_rss_mb: float
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (``VmHWM``), read while it is alive."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_worker(
+    bootstrap: str, basis: Path, state: Path, *, now: float, n: int, log: Path
+) -> WorkerRun:
     port = free_port()
     args = [
         sys.executable,
@@ -152,7 +173,12 @@ def run_worker(bootstrap: str, basis: Path, state: Path, *, now: float, n: int, 
                 if http_ok(f"http://127.0.0.1:{port}/readyz"):
                     ready = time.perf_counter()
             elif scrape(port, "lte_worker_batch_events_sum") >= n:
-                return n / (time.perf_counter() - ready)
+                rate = n / (time.perf_counter() - ready)
+                return WorkerRun(
+                    events_s=rate,
+                    writes_per_event=scrape(port, "lte_state_writes_total") / n,
+                    peak_rss_mb=peak_rss_mb(process.pid),
+                )
             time.sleep(0.02)
         raise RuntimeError("worker did not finish in time")
     finally:
@@ -172,21 +198,22 @@ def measure(config: Config, repeats: int, work: Path) -> dict[str, object]:
     stream = SyntheticStream(spec)
     basis = stream.catalog.basis().save(work / f"basis-{config.dim}")
     now = spec.start + spec.days * 86400 + 1
-    limits, workers = [], []
+    limits: list[float] = []
+    workers: list[float] = []
+    writes: list[float] = []
+    rss: list[float] = []
     for r in range(repeats):
         with EmbeddedBroker(log_path=work / "tansu.log") as broker:
             asyncio.run(produce(broker.bootstrap, SyntheticStream(spec)))
             limits.append(asyncio.run(bare_consume(broker.bootstrap, config.events)))
-            workers.append(
-                run_worker(
-                    broker.bootstrap,
-                    basis,
-                    work / f"state-{r}-{time.time()}",
-                    now=now,
-                    n=config.events,
-                    log=work / "worker.log",
-                )
+            state = work / f"state-{r}-{time.time()}"
+            run = run_worker(
+                broker.bootstrap, basis, state, now=now, n=config.events, log=work / "worker.log"
             )
+            shutil.rmtree(state, ignore_errors=True)
+            workers.append(run.events_s)
+            writes.append(run.writes_per_event)
+            rss.append(run.peak_rss_mb)
         print(f"  run {r + 1}: limit {limits[-1]:,.0f}/s worker {workers[-1]:,.0f}/s", flush=True)
     limit, worker = statistics.median(limits), statistics.median(workers)
     return {
@@ -196,6 +223,8 @@ def measure(config: Config, repeats: int, work: Path) -> dict[str, object]:
         "limit_ev_s": round(limit),
         "worker_ev_s": round(worker),
         "ratio": round(worker / limit, 3),
+        "writes_per_event": round(statistics.median(writes), 3),
+        "peak_rss_mb": round(max(rss)),
     }
 
 
@@ -208,9 +237,10 @@ def main() -> None:
     if args.quick:
         configs, repeats = [Config(100_000, 10_000, 64)], 1
     else:
-        configs = [
-            Config(2_000_000, users, dim) for dim in (64, 384) for users in (100_000, 1_000_000)
-        ]
+        # The embedded broker keeps every topic in memory: 2e6 events at d=384 would put
+        # ~2e6 update records of ~8.6 kB (~17 GB) in RAM, so d=384 runs 5e5 events.
+        configs = [Config(2_000_000, users, 64) for users in (100_000, 1_000_000)]
+        configs += [Config(500_000, users, 384) for users in (100_000, 1_000_000)]
         repeats = args.repeats
     rows = []
     with tempfile.TemporaryDirectory(prefix="lte-bench-") as tmp:

@@ -70,6 +70,16 @@ def kafka_options(func: F) -> F:
             type=click.Path(exists=True, dir_okay=False),
             show_envvar=True,
         ),
+        click.option(
+            "--kafka-fetch-max-wait-ms",
+            envvar="LTE_KAFKA_FETCH_MAX_WAIT_MS",
+            type=int,
+            default=50,
+            show_default=True,
+            show_envvar=True,
+            help="Longest a consumer fetch waits for data; bounds hop latency on brokers "
+            "that do not wake waiting fetches (the embedded one).",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -89,6 +99,7 @@ def kafka_settings(options: dict[str, Any], client_id: str) -> KafkaSettings:
         ssl_certfile=options.pop("kafka_ssl_certfile"),
         ssl_keyfile=options.pop("kafka_ssl_keyfile"),
         client_id=client_id,
+        fetch_max_wait_ms=options.pop("kafka_fetch_max_wait_ms"),
     )
 
 

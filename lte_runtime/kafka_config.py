@@ -27,10 +27,16 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "lte"
+    fetch_max_wait_ms: int = 50
 
     def __post_init__(self) -> None:
         if not self.bootstrap:
             raise ConfigError("--broker: give host:port of a Kafka broker (LTE_BROKER)")
+        if not 1 <= self.fetch_max_wait_ms <= 10_000:
+            raise ConfigError(
+                "--kafka-fetch-max-wait-ms: expected 1..10000 milliseconds, "
+                f"got {self.fetch_max_wait_ms}"
+            )
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ConfigError(
                 f"--kafka-security-protocol: expected one of {', '.join(SECURITY_PROTOCOLS)}, "
@@ -65,6 +71,13 @@ class KafkaSettings:
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password
         return kwargs
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """``client_kwargs`` plus the fetch wait, which bounds delivery latency on brokers
+        that answer a fetch only when the wait expires (the embedded Tansu broker does not
+        wake a waiting fetch on produce: measured 130 ms p50 per hop at aiokafka's 500 ms
+        default, 7 ms at 20 ms). On Apache Kafka a short wait only adds idle fetches."""
+        return {**self.client_kwargs(), "fetch_max_wait_ms": self.fetch_max_wait_ms}
 
     def describe(self) -> str:
         auth = (

@@ -89,9 +89,10 @@ class Refresher:
     async def _run(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
         kafka = s.kafka.client_kwargs()
+        consumer_kafka = s.kafka.consumer_kwargs()
         await self._ensure_topics(kafka)
         self.consumer = AIOKafkaConsumer(
-            **kafka,
+            **consumer_kafka,
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -30,6 +30,7 @@ class WorkerMetrics(NamedTuple):
     state_users: Gauge
     state_events: Gauge
     state_bytes: Gauge
+    state_writes: Counter
     consumer_lag: Gauge
     sweep_users: Counter
     restored_records: Counter
@@ -86,6 +87,12 @@ class WorkerMetrics(NamedTuple):
                 "lte_state_bytes",
                 "RocksDB estimated live data size",
                 ["partition"],
+                registry=registry,
+            ),
+            state_writes=Counter(
+                "lte_state_writes",
+                "RocksDB mutations (puts and deletes, including the due index and metadata); "
+                "per event, the write amplification of the state",
                 registry=registry,
             ),
             consumer_lag=Gauge(

@@ -163,6 +163,7 @@ class PartitionProcessor:
                 topics.changelog, write.changelog, partition=self.partition
             )
             write.meta_int(META_CHANGELOG, last[self.partition])
+        self._metrics.state_writes.inc(write.batch.len())
         write.commit()
         self._publish_state_gauges()
 

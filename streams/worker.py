@@ -106,6 +106,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         kafka = s.kafka.client_kwargs()
+        consumer_kafka = s.kafka.consumer_kwargs()
         admin = AIOKafkaAdminClient(**kafka)
         await admin.start()
         try:
@@ -126,7 +127,7 @@ class Worker:
         await self.producer.start()
         self.sender = BatchSender(self.producer)
         self.restore_consumer = AIOKafkaConsumer(
-            **kafka,
+            **consumer_kafka,
             enable_auto_commit=False,
             group_id=None,
             auto_offset_reset="earliest",
@@ -143,7 +144,7 @@ class Worker:
             config=self._config,
         )
         self.consumer = AIOKafkaConsumer(
-            **kafka,
+            **consumer_kafka,
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -194,6 +194,10 @@ def test_replay_matches_oracle_then_a_later_clock_slides_silent_users(
     worker.wait_ready()
     setup.wait_all_committed()
     assert worker.metric("lte_events_total") == len(log)
+    # Every applied event is written once and every user's head at least once.
+    assert worker.metric("lte_state_writes_total") >= worker.metric(
+        "lte_events_total", {"outcome": "applied"}
+    ) + worker.metric("lte_state_users")
     assert worker.stop() == 0
     before = window_means(log, ml_basis, SPEC, t1)
     assert_updates_match(setup.latest(), before, as_of=t1)

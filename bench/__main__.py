@@ -1,0 +1,323 @@
+"""Every benchmark, one after another, then one summary against the targets.
+
+    python -m bench [--quick] [--only worker,freshness] [--readme]
+
+Each benchmark runs as its own process (a crash or a timeout in one does not stop the
+rest) and saves its JSON in ``bench/results/``. The summary is built from those files, so
+``--summary-only`` re-renders it without running anything; ``--readme`` also writes it
+between the ``bench-results`` markers of README.md. Figures from ``--quick`` runs are
+marked as such: they are smoke runs, not the published numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bench-results -->", "<!-- /bench-results -->"
+
+
+@dataclass(frozen=True, slots=True)
+class Bench:
+    name: str
+    args: tuple[str, ...] = ()
+    quick_args: tuple[str, ...] = ("--quick",)
+
+
+BENCHES = (
+    Bench("core"),
+    Bench("window_length"),
+    Bench("state"),
+    Bench("encoders"),
+    Bench("peer"),
+    Bench("worker"),
+    Bench("serving"),
+    Bench(
+        "serving",
+        ("--d", "64", "--out", str(RESULTS / "serving-d64.json")),
+        ("--quick", "--d", "64", "--out", str(RESULTS / "serving-d64.json")),
+    ),
+    Bench("freshness"),
+)
+
+Row = dict[str, str]
+
+
+def run_all(selected: set[str] | None, quick: bool, timeout: float) -> list[dict[str, object]]:
+    outcomes: list[dict[str, object]] = []
+    for bench in BENCHES:
+        if selected is not None and bench.name not in selected:
+            continue
+        extra = bench.quick_args if quick else bench.args
+        args = [sys.executable, "-m", f"bench.{bench.name}", *extra]
+        print(f"\n=== {' '.join(args[2:])}", flush=True)
+        started = time.monotonic()
+        try:
+            code = subprocess.run(args, cwd=ROOT, timeout=timeout, check=False).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+        outcomes.append(
+            {
+                "bench": " ".join(args[3:]) or bench.name,
+                "exit": "timeout" if code == -1 else code,
+                "minutes": round((time.monotonic() - started) / 60, 1),
+            }
+        )
+    return outcomes
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return doc
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _quick(doc: dict[str, Any]) -> str:
+    return " (quick)" if doc.get("quick") else ""
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def worker_rows() -> Iterator[Row]:
+    doc = load("worker")
+    if doc is None:
+        return
+    for r in doc["rows"]:
+        d, users = r["d"], r["users"]
+        target = "≥ 100,000 ev/s and ≥ 0.15x limit" if d == 64 else "—"
+        ok = r["worker_ev_s"] >= 100_000 and r["ratio"] >= 0.15
+        yield {
+            "measure": f"worker, d={d}, {users:,} users, {r['events']:,} events{_quick(doc)}",
+            "figure": f"{_n(r['worker_ev_s'])} ev/s",
+            "reference (same run)": f"bare consume+decode {_n(r['limit_ev_s'])} ev/s; "
+            f"ratio {r['ratio']:.2f}",
+            "target": target,
+            "": _mark(ok) if d == 64 else "",
+        }
+        if "writes_per_event" in r:
+            yield {
+                "measure": f"RocksDB writes per event, d={d}, {users:,} users",
+                "figure": f"{r['writes_per_event']:.2f} (peak RSS {r['peak_rss_mb']:,} MB)",
+                "reference (same run)": "",
+                "target": "≤ 0.3",
+                "": _mark(r["writes_per_event"] <= 0.3),
+            }
+
+
+def peer_rows() -> Iterator[Row]:
+    doc = load("peer")
+    if doc is None:
+        return
+    for r in doc["rows"]:
+        yield {
+            "measure": f"naive Faust peer, {r['events']:,} events{_quick(doc)}",
+            "figure": f"worker {r['ratio']:.0f}x the peer",
+            "reference (same run)": f"worker {_n(r['worker_ev_s'])} ev/s, "
+            f"peer {_n(r['peer_ev_s'])} ev/s",
+            "target": "≥ 20x",
+            "": _mark(r["ratio"] >= 20),
+        }
+
+
+def freshness_rows() -> Iterator[Row]:
+    doc = load("freshness")
+    if doc is None:
+        return
+    maximum = doc["sustained_max_events_per_s"]
+    for r in doc["rows"]:
+        at_70 = abs(r["rate_target"] - 0.7 * maximum) < 0.01 * maximum
+        yield {
+            "measure": f"staleness at {_n(r['rate_target'])} ev/s"
+            f"{' (70% of max)' if at_70 else ''}{_quick(doc)}",
+            "figure": f"p50 {r['p50_ms']:,} ms, p99 {r['p99_ms']:,} ms",
+            "reference (same run)": f"sustained max {_n(maximum)} ev/s",
+            "target": "p50 ≤ 100 ms, p99 ≤ 1 s at 70% of max" if at_70 else "",
+            "": _mark(r["p50_ms"] <= 100 and r["p99_ms"] <= 1000) if at_70 else "",
+        }
+    sweep = doc.get("sweep")
+    if sweep:
+        yield {
+            "measure": f"sweep of {sweep['silent_users']:,} silent users{_quick(doc)}",
+            "figure": f"{sweep['sweep_seconds']} s",
+            "reference (same run)": f"{_n(sweep['users_per_s'])} users/s",
+            "target": "10^6 users < 30 s",
+            "": _mark(sweep["silent_users"] >= 1_000_000 and sweep["sweep_seconds"] < 30),
+        }
+
+
+def state_rows() -> Iterator[Row]:
+    doc = load("state")
+    if doc is None:
+        return
+    for d in sorted({r["d"] for r in doc["rows"]}):
+        rows = [r for r in doc["rows"] if r["d"] == d]
+        per_user = ", ".join(f"n={r['events_per_user']}: {_n(r['bytes_per_user'])}" for r in rows)
+        worst = max(r["bytes_per_event"] for r in rows)
+        yield {
+            "measure": f"state bytes per user, d={d}{_quick(doc)}",
+            "figure": per_user,
+            "reference (same run)": f"head {rows[0]['head_bytes']} B + ≤ {worst} B per event",
+            "target": "≤ 16 B per event + O(d)",
+            "": _mark(worst <= 16),
+        }
+
+
+def window_rows() -> Iterator[Row]:
+    doc = load("window_length")
+    if doc is None:
+        return
+    rows = {r["window_days"]: r for r in doc["rows"]}
+    if 7 in rows and 730 in rows:
+        ratio = rows[730]["us_per_event"] / rows[7]["us_per_event"]
+        yield {
+            "measure": f"per-event cost, window 730d vs 7d{_quick(doc)}",
+            "figure": f"{ratio:.2f}x",
+            "reference (same run)": ", ".join(
+                f"{w}d {r['us_per_event']} µs" for w, r in sorted(rows.items())
+            ),
+            "target": "≤ 1.3x",
+            "": _mark(ratio <= 1.3),
+        }
+
+
+def serving_rows(name: str) -> Iterator[Row]:
+    doc = load(name)
+    if doc is None:
+        return
+    d = doc["d"]
+    for r in doc["refresher"]:
+        if r["what"].startswith("refresher"):
+            yield {
+                "measure": f"refresher Kafka → {r['backend']}, d={d}{_quick(doc)}",
+                "figure": f"{_n(r['updates_s'])} updates/s",
+                "reference (same run)": "",
+                "target": "≥ 100,000/s into Redis" if r["backend"] == "redis" else "",
+                "": _mark(r["updates_s"] >= 100_000) if r["backend"] == "redis" else "",
+            }
+    for r in doc["api"]:
+        if r["backend"] != "redis":
+            continue
+        single_200 = r["what"].startswith("GET") and r["what"].endswith("c=200")
+        yield {
+            "measure": f"{r['what']}, {r['backend']}, d={d}{_quick(doc)}",
+            "figure": f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+            "reference (same run)": f"{_n(r['requests_s'])} req/s",
+            "target": "p99 < 5 ms" if single_200 and r["backend"] == "redis" else "",
+            "": _mark(r["p99_ms"] < 5) if single_200 and r["backend"] == "redis" else "",
+        }
+
+
+def core_rows() -> Iterator[Row]:
+    doc = load("core")
+    if doc is None:
+        return
+    for r in doc["rows"]:
+        yield {
+            "measure": f"engine in memory, d={r['d']}, window {r['window_days']}d{_quick(doc)}",
+            "figure": f"{_n(r['engine_ev_s'])} ev/s",
+            "reference (same run)": f"naive recompute {_n(r['naive_ev_s'])} ev/s "
+            f"({r['engine_x_naive']}x)",
+            "target": "",
+            "": "",
+        }
+
+
+SECTIONS: tuple[Callable[[], Iterator[Row]], ...] = (
+    worker_rows,
+    peer_rows,
+    freshness_rows,
+    state_rows,
+    window_rows,
+    lambda: serving_rows("serving-d64"),
+    lambda: serving_rows("serving"),
+    core_rows,
+)
+
+
+def summary_rows() -> list[Row]:
+    return [row for section in SECTIONS for row in section()]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown(rows: list[Row]) -> str:
+    stamps = [
+        load(p.stem)["recorded_at"]  # type: ignore[index]
+        for p in RESULTS.glob("*.json")
+        if p.stem != "summary"
+    ]
+    when = f"{min(stamps)[:10]} to {max(stamps)[:10]}" if stamps else "never"
+    lines = [
+        f"Recorded {when} on {machine()} (shared; every process of a run on the same cores).",
+        "",
+        "| measure | figure | reference (same run) | target | |",
+        "|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    readme = README.read_text(encoding="utf-8")
+    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
+    README.write_text(readme[:start] + "\n" + text + "\n" + readme[end:], encoding="utf-8")
+    print(f"updated {README}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run every benchmark and summarise.")
+    parser.add_argument("--quick", action="store_true", help="smoke runs (minutes, not hours)")
+    parser.add_argument("--only", default=None, help="comma-separated benchmark names")
+    parser.add_argument("--summary-only", action="store_true", help="render saved results")
+    parser.add_argument("--readme", action="store_true", help="write the summary into README")
+    parser.add_argument("--timeout-minutes", type=float, default=120.0, help="per benchmark")
+    args = parser.parse_args()
+    names = {b.name for b in BENCHES}
+    selected = None if args.only is None else set(args.only.split(","))
+    if selected is not None and not selected <= names:
+        parser.error(f"--only: unknown {sorted(selected - names)}; known: {sorted(names)}")
+    outcomes = []
+    if not args.summary_only:
+        outcomes = run_all(selected, args.quick, args.timeout_minutes * 60)
+    rows = summary_rows()
+    print()
+    print(table(rows))
+    text = markdown(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.md").write_text(text + "\n", encoding="utf-8")
+    if args.readme:
+        write_readme(text)
+    if outcomes:
+        print()
+        print(table(outcomes))
+    failed = [o for o in outcomes if o["exit"] != 0]
+    if failed:
+        sys.exit(f"{len(failed)} benchmark(s) failed: {', '.join(str(o['bench']) for o in failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Kafka client settings: every refusal names its flag, and the secret never leaks."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from lte_cli.main import cli
+from lte_core.errors import ConfigError
+from lte_runtime.kafka_config import KafkaSettings
+
+
+def test_fetch_wait_reaches_consumers_only() -> None:
+    settings = KafkaSettings(bootstrap="127.0.0.1:9092", fetch_max_wait_ms=20)
+    assert settings.consumer_kwargs()["fetch_max_wait_ms"] == 20
+    # aiokafka's producer and admin client reject a fetch setting.
+    assert "fetch_max_wait_ms" not in settings.client_kwargs()
+
+
+@pytest.mark.parametrize("wait", [0, -5, 10_001])
+def test_fetch_wait_out_of_range_names_the_flag(wait: int) -> None:
+    with pytest.raises(ConfigError, match="--kafka-fetch-max-wait-ms"):
+        KafkaSettings(bootstrap="127.0.0.1:9092", fetch_max_wait_ms=wait)
+
+
+def test_sasl_needs_mechanism_and_credentials() -> None:
+    with pytest.raises(ConfigError, match="--kafka-sasl-mechanism"):
+        KafkaSettings(bootstrap="b:9092", security_protocol="SASL_SSL")
+    with pytest.raises(ConfigError, match="LTE_KAFKA_SASL_PASSWORD"):
+        KafkaSettings(
+            bootstrap="b:9092",
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username="svc",
+        )
+
+
+def test_password_is_never_described() -> None:
+    settings = KafkaSettings(
+        bootstrap="b:9092",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password="s3cret-value",  # noqa: S106 - a test value, checked not to leak
+    )
+    assert "s3cret-value" not in settings.describe()
+    assert "svc" in settings.describe()
+
+
+def test_cli_refuses_a_bad_fetch_wait_with_the_flag_name() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["refresher", "--kafka-fetch-max-wait-ms", "0", "--store", "redis://127.0.0.1:1"],
+    )
+    assert result.exit_code != 0
+    assert "--kafka-fetch-max-wait-ms" in result.output
