@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class Setup:
     basis_dir: Path
     tmp: Path
     name: str
+    started: list[LteProcess] = field(default_factory=list)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -57,7 +58,7 @@ class Setup:
         group: str | None = None,
     ) -> LteProcess:
         t = self.topics
-        return LteProcess(
+        process = LteProcess(
             [
                 "worker",
                 "--broker",
@@ -96,7 +97,9 @@ class Setup:
             ],
             self.tmp,
             "worker",
-        ).start()
+        )
+        self.started.append(process)
+        return process.start()
 
     def produce_log(self, log: InteractionLog) -> None:
         produce(
@@ -164,18 +167,9 @@ async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 @pytest.fixture
 def setup(broker: EmbeddedBroker, ml_basis_dir: Path, tmp_path: Path) -> Iterator[Setup]:
-    started: list[LteProcess] = []
     s = Setup(broker, ml_basis_dir, tmp_path, unique("w"))
-    original = s.worker
-
-    def tracked(*args: object, **kwargs: object) -> LteProcess:
-        process = original(*args, **kwargs)  # type: ignore[arg-type]
-        started.append(process)
-        return process
-
-    s.worker = tracked  # type: ignore[method-assign]
     yield s
-    for process in started:
+    for process in s.started:
         process.kill()
 
 
