@@ -1,0 +1,64 @@
+"""Kafka's default partitioner (murmur2 of the key), for a whole batch of keys at once.
+
+Records must land where Java, librdkafka (``murmur2_random``) and aiokafka clients put the
+same key, or keyed topics stop being co-partitioned. aiokafka's ``murmur2`` is pure Python,
+~5 µs per key: 15 % of the worker's time when a sweep emits 10^6 distinct users. Here keys
+of equal length are hashed together as columns of a ``uint32`` array (numpy wraps
+multiplication modulo 2^32, as the Java reference does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+_SEED = 0x9747B28C
+_M = np.uint32(0x5BD1E995)
+
+
+def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
+    """``murmur2(key)`` for every key, as unsigned 32-bit integers."""
+    out = np.empty(len(keys), dtype=np.uint32)
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    for length, rows in by_length.items():
+        data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8)
+        out[rows] = _murmur2_fixed(data.reshape(len(rows), length), length)
+    return out
+
+
+def _murmur2_fixed(data: npt.NDArray[np.uint8], length: int) -> npt.NDArray[np.uint32]:
+    n = data.shape[0]
+    h = np.full(n, (_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+    whole = length // 4
+    if whole:
+        blocks = np.ascontiguousarray(data[:, : whole * 4]).view("<u4").astype(np.uint32)
+        for j in range(whole):
+            k = blocks[:, j] * _M
+            k ^= k >> np.uint32(24)
+            k *= _M
+            h *= _M
+            h ^= k
+    tail = length & 3
+    base = whole * 4
+    if tail >= 3:
+        h ^= data[:, base + 2].astype(np.uint32) << np.uint32(16)
+    if tail >= 2:
+        h ^= data[:, base + 1].astype(np.uint32) << np.uint32(8)
+    if tail >= 1:
+        h ^= data[:, base].astype(np.uint32)
+        h *= _M
+    h ^= h >> np.uint32(13)
+    h *= _M
+    h ^= h >> np.uint32(15)
+    return h
+
+
+def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """The partition of every key: ``(murmur2(key) & 0x7fffffff) % partitions``."""
+    hashed = murmur2_many(keys) & np.uint32(0x7FFFFFFF)
+    result: list[int] = (hashed % np.uint32(partitions)).tolist()
+    return result
