@@ -157,11 +157,14 @@ def decode_updates(values: list[bytes]) -> list[LTEUpdate | UpdateFormatError]:
             by_length.setdefault(len(vector), []).append((i, doc))
     for group in by_length.values():
         try:
-            vectors = np.array([doc["vector"] for _, doc in group], dtype=np.float32)
-            coefficients_list = [doc["coefficients"] for _, doc in group]
-            k = len(coefficients_list[0])
-            same_k = all(len(c) == k for c in coefficients_list)
-            coefficients = np.array(coefficients_list, dtype=np.float32) if same_k else None
+            # Beyond float32's range a value casts to inf; the finite check below sends
+            # such records to decode_update, which names the field.
+            with np.errstate(over="ignore"):
+                vectors = np.array([doc["vector"] for _, doc in group], dtype=np.float32)
+                coefficients_list = [doc["coefficients"] for _, doc in group]
+                k = len(coefficients_list[0])
+                same_k = all(len(c) == k for c in coefficients_list)
+                coefficients = np.array(coefficients_list, dtype=np.float32) if same_k else None
         except (TypeError, ValueError):
             vectors, coefficients = None, None
         if vectors is None or coefficients is None or vectors.ndim != 2 or coefficients.ndim != 2:
