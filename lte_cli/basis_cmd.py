@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 from lte_core.basis import BasisArtifact
 from lte_core.errors import BasisError
 

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 
 
 @click.command()

@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 from lte_runtime.metrics_scrape import Samples
+
+if TYPE_CHECKING:
+    from lte_core.datasets import InteractionLog
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
@@ -57,6 +61,24 @@ def _bad_records(n: int, rng: np.random.Generator) -> list[tuple[bytes | None, b
     return [kinds[int(i)] for i in rng.integers(0, len(kinds), n)]
 
 
+def _records_and_history(
+    logs: Iterable[InteractionLog],
+) -> tuple[list[tuple[bytes | None, bytes]], dict[str, list[str]], dict[str, float]]:
+    """The Kafka records to replay, each user's items and last event time, in replay order:
+    one pass over the events, the same for both data sources."""
+    records: list[tuple[bytes | None, bytes]] = []
+    history: dict[str, list[str]] = {}
+    last_seen: dict[str, float] = {}
+    for log in logs:
+        for u, i, t in zip(
+            log.user_ids.tolist(), log.item_ids.tolist(), log.ts.tolist(), strict=True
+        ):
+            records.append((u.encode(), orjson.dumps({"user_id": u, "item_id": i, "ts": t})))
+            history.setdefault(u, []).append(i)
+            last_seen[u] = t
+    return records, history, last_seen
+
+
 def movielens_data(directory: Path, events: int | None) -> DemoData:
     from lte_core.datasets import load_movielens  # noqa: PLC0415
 
@@ -66,17 +88,7 @@ def movielens_data(directory: Path, events: int | None) -> DemoData:
         log = type(log)(
             log.user_ids[:events], log.item_ids[:events], log.ts[:events], log.weights[:events]
         )
-    records = [
-        (u.encode(), orjson.dumps({"user_id": u, "item_id": i, "ts": t}))
-        for u, i, t in zip(
-            log.user_ids.tolist(), log.item_ids.tolist(), log.ts.tolist(), strict=True
-        )
-    ]
-    history: dict[str, list[str]] = {}
-    last_seen: dict[str, float] = {}
-    for u, i, t in zip(log.user_ids.tolist(), log.item_ids.tolist(), log.ts.tolist(), strict=True):
-        history.setdefault(u, []).append(i)
-        last_seen[u] = t
+    records, history, last_seen = _records_and_history([log])
     return DemoData(
         name=f"MovieLens 100K ({directory})",
         records=records,
@@ -97,16 +109,7 @@ def synthetic_data(events: int, users: int) -> DemoData:
 
     spec = SyntheticSpec(users=users, events=events, days=120.0, start=1_700_000_000.0)
     stream = SyntheticStream(spec)
-    records: list[tuple[bytes | None, bytes]] = []
-    history: dict[str, list[str]] = {}
-    last_seen: dict[str, float] = {}
-    for chunk in stream.chunks():
-        for u, i, t in zip(
-            chunk.user_ids.tolist(), chunk.item_ids.tolist(), chunk.ts.tolist(), strict=True
-        ):
-            records.append((u.encode(), orjson.dumps({"user_id": u, "item_id": i, "ts": t})))
-            history.setdefault(u, []).append(i)
-            last_seen[u] = t
+    records, history, last_seen = _records_and_history(stream.chunks())
     cat = stream.catalog
     return DemoData(
         name=f"synthetic ({events:,} events, {users:,} users, {len(cat.item_ids):,} items)",

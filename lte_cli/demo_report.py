@@ -28,14 +28,6 @@ def _bucket_bars(ax: object, cumulative: list[tuple[float, float]], unit: str, t
     ax.set_ylabel("updates")  # type: ignore[attr-defined]
 
 
-def _label(bound: float, unit: str) -> str:
-    if math.isinf(bound):
-        return "more"
-    if unit == "s":
-        return f"≤{bound * 1000:g}ms" if bound < 1 else f"≤{bound:g}s"
-    return f"≤{bound:g}"
-
-
 def write_report(
     path: Path,
     samples: list[tuple[float, float, float]],

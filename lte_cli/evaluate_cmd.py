@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from lte_cli.exit_status import reports_errors
 from lte_cli.instants import INSTANT
-from lte_cli.main import reports_errors
 from lte_cli.offline_options import load_inputs, log_options
 from lte_cli.options import DURATION
 from lte_core.encoders import EncoderSpec

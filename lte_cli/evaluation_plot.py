@@ -17,11 +17,10 @@ def save_plot(report: EvaluationReport, path: Path) -> Path:
     setup = report.setup
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in setup.ks]
     methods = list(dict.fromkeys(r.method for r in report.rows))
-    lags: list[int | None] = [None, *setup.lags]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
     width = 0.8 / len(setup.lags)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for j, lag in enumerate(lags[1:]):
+        for j, lag in enumerate(setup.lags):
             heights = []
             for method in methods:
                 row = next(
@@ -29,7 +28,7 @@ def save_plot(report: EvaluationReport, path: Path) -> Path:
                 )
                 heights.append(row.metrics[metric] if row else 0.0)
             offsets = [i - 0.4 + width * (j + 0.5) for i in range(len(methods))]
-            ax.bar(offsets, heights, width, label=f"lag {format_duration(lag or 0)}")
+            ax.bar(offsets, heights, width, label=f"lag {format_duration(lag)}")
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(
             [m if len(m) < 14 else m[:13] + "…" for m in methods],

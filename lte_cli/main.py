@@ -2,36 +2,13 @@
 
 Subcommands import their process's modules lazily so ``lte basis show`` does not pay for
 Kafka or torch imports. Every deliberate error (:class:`LTEError`) becomes one line on
-stderr and exit status 1; flag syntax errors are click's usage errors (status 2).
+stderr and exit status 1 (:func:`lte_cli.exit_status.reports_errors`); flag syntax errors
+are click's usage errors (status 2).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import ParamSpec, TypeVar
-
 import click
-
-from lte_core.errors import LTEError
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn an :class:`LTEError` into ``lte: error: …`` and exit 1, without a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except LTEError as exc:
-            click.echo(f"lte: error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

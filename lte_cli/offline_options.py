@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lte_cli.options import DURATION
+from lte_cli.options import DURATION, basis_option, window_option
 from lte_core.basis import BasisArtifact
 from lte_core.datasets import LOG_FORMATS, read_interaction_log
 from lte_core.training_examples import IndexedLog
@@ -20,15 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def log_options(func: F) -> F:
     decorators = [
-        click.option(
-            "--basis",
-            "basis_dir",
-            envvar="LTE_BASIS",
-            required=True,
-            show_envvar=True,
-            type=click.Path(exists=True, file_okay=False, path_type=Path),
-            help="Basis artifact directory (lte basis build).",
-        ),
+        basis_option,
         click.option(
             "--log",
             "log_path",
@@ -47,15 +39,7 @@ def log_options(func: F) -> F:
             show_envvar=True,
             help="auto: .data or a directory = MovieLens, .jsonl/.json/.ndjson = JSON lines.",
         ),
-        click.option(
-            "--window",
-            envvar="LTE_WINDOW",
-            type=DURATION,
-            default="365d",
-            show_default=True,
-            show_envvar=True,
-            help="Window length W.",
-        ),
+        window_option,
         click.option(
             "--bucket",
             envvar="LTE_BUCKET",

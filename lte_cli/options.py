@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -128,6 +129,65 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+# Flags several commands declare alike. One definition each, so a default or a variable
+# cannot drift between the worker and the offline commands (an encoder must be trained on
+# the windows the worker will feed it), or between the worker and the refresher.
+
+basis_option = click.option(
+    "--basis",
+    "basis_dir",
+    envvar="LTE_BASIS",
+    required=True,
+    show_envvar=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Basis artifact directory (lte basis build).",
+)
+
+window_option = click.option(
+    "--window",
+    envvar="LTE_WINDOW",
+    type=DURATION,
+    default="365d",
+    show_default=True,
+    show_envvar=True,
+    help="Window length W.",
+)
+
+updates_topic_option = click.option(
+    "--updates-topic",
+    envvar="LTE_UPDATES_TOPIC",
+    default="lte-updates",
+    show_default=True,
+    show_envvar=True,
+)
+
+partitions_option = click.option(
+    "--partitions",
+    envvar="LTE_PARTITIONS",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Partitions for topics it creates.",
+)
+
+metrics_host_option = click.option(
+    "--metrics-host",
+    envvar="LTE_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+)
+
+session_timeout_option = click.option(
+    "--session-timeout-ms",
+    envvar="LTE_SESSION_TIMEOUT_MS",
+    default=10000,
+    type=click.IntRange(min=1000),
+    show_default=True,
+    show_envvar=True,
+)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:

@@ -7,21 +7,24 @@ from typing import Any
 
 import click
 
-from lte_cli.main import reports_errors
-from lte_cli.options import kafka_options, kafka_settings, log_level_option, run_until_signalled
+from lte_cli.exit_status import reports_errors
+from lte_cli.options import (
+    kafka_options,
+    kafka_settings,
+    log_level_option,
+    metrics_host_option,
+    partitions_option,
+    run_until_signalled,
+    session_timeout_option,
+    updates_topic_option,
+)
 from lte_cli.serve_cmd import api_options, api_settings, store_option
 
 
 @click.command()
 @kafka_options
 @store_option
-@click.option(
-    "--updates-topic",
-    envvar="LTE_UPDATES_TOPIC",
-    default="lte-updates",
-    show_default=True,
-    show_envvar=True,
-)
+@updates_topic_option
 @click.option(
     "--dlq-topic",
     envvar="LTE_REFRESHER_DLQ_TOPIC",
@@ -37,15 +40,7 @@ from lte_cli.serve_cmd import api_options, api_settings, store_option
     show_default=True,
     show_envvar=True,
 )
-@click.option(
-    "--partitions",
-    envvar="LTE_PARTITIONS",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    show_envvar=True,
-    help="Partitions for topics it creates.",
-)
+@partitions_option
 @click.option(
     "--batch-max-records",
     envvar="LTE_REFRESHER_BATCH_MAX_RECORDS",
@@ -96,13 +91,7 @@ from lte_cli.serve_cmd import api_options, api_settings, store_option
     help="Also serve the read API (and the status routes) on --port, in this process.",
 )
 @api_options
-@click.option(
-    "--metrics-host",
-    envvar="LTE_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    show_envvar=True,
-)
+@metrics_host_option
 @click.option(
     "--metrics-port",
     envvar="LTE_REFRESHER_METRICS_PORT",
@@ -112,14 +101,7 @@ from lte_cli.serve_cmd import api_options, api_settings, store_option
     show_envvar=True,
     help="Status routes without --serve (with --serve they are on --port).",
 )
-@click.option(
-    "--session-timeout-ms",
-    envvar="LTE_SESSION_TIMEOUT_MS",
-    default=10000,
-    type=click.IntRange(min=1000),
-    show_default=True,
-    show_envvar=True,
-)
+@session_timeout_option
 @log_level_option
 @reports_errors
 def refresher(**options: Any) -> None:

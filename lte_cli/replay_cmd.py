@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 from lte_cli.options import kafka_options, kafka_settings, run_until_signalled
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 from lte_cli.options import log_level_option, run_until_signalled
 
 if TYPE_CHECKING:

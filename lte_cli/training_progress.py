@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 class TrainingProgressBar:
     def __init__(self, max_epochs: int, *, disabled: bool = False) -> None:
         self._console = Console(stderr=True)
-        self._max_epochs = max_epochs
         self._progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[of]}"),
             BarColumn(),

@@ -7,13 +7,19 @@ from typing import Any
 
 import click
 
-from lte_cli.main import reports_errors
+from lte_cli.exit_status import reports_errors
 from lte_cli.options import (
     DURATION,
+    basis_option,
     kafka_options,
     kafka_settings,
     log_level_option,
+    metrics_host_option,
+    partitions_option,
     run_until_signalled,
+    session_timeout_option,
+    updates_topic_option,
+    window_option,
 )
 from lte_core.encoders import EncoderSpec
 from lte_core.errors import ConfigError
@@ -42,24 +48,8 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
 
 @click.command()
 @kafka_options
-@click.option(
-    "--basis",
-    "basis_dir",
-    envvar="LTE_BASIS",
-    required=True,
-    show_envvar=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Basis artifact directory (lte basis build).",
-)
-@click.option(
-    "--window",
-    envvar="LTE_WINDOW",
-    type=DURATION,
-    default="365d",
-    show_default=True,
-    show_envvar=True,
-    help="Window length W.",
-)
+@basis_option
+@window_option
 @click.option(
     "--lag",
     envvar="LTE_LAG",
@@ -109,13 +99,7 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     show_default=True,
     show_envvar=True,
 )
-@click.option(
-    "--updates-topic",
-    envvar="LTE_UPDATES_TOPIC",
-    default="lte-updates",
-    show_default=True,
-    show_envvar=True,
-)
+@updates_topic_option
 @click.option(
     "--dlq-topic",
     envvar="LTE_DLQ_TOPIC",
@@ -139,15 +123,7 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
 @click.option(
     "--group-id", envvar="LTE_GROUP_ID", default="lte-worker", show_default=True, show_envvar=True
 )
-@click.option(
-    "--partitions",
-    envvar="LTE_PARTITIONS",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    show_envvar=True,
-    help="Partitions for topics it creates.",
-)
+@partitions_option
 @click.option(
     "--max-future-skew",
     envvar="LTE_MAX_FUTURE_SKEW",
@@ -205,13 +181,7 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     show_default=True,
     show_envvar=True,
 )
-@click.option(
-    "--metrics-host",
-    envvar="LTE_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    show_envvar=True,
-)
+@metrics_host_option
 @click.option(
     "--metrics-port",
     envvar="LTE_METRICS_PORT",
@@ -220,14 +190,7 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     show_default=True,
     show_envvar=True,
 )
-@click.option(
-    "--session-timeout-ms",
-    envvar="LTE_SESSION_TIMEOUT_MS",
-    default=10000,
-    type=click.IntRange(min=1000),
-    show_default=True,
-    show_envvar=True,
-)
+@session_timeout_option
 @log_level_option
 @reports_errors
 def worker(**options: Any) -> None:

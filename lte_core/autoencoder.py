@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +37,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lte_core.artifact_dir import write_artifact_dir
 from lte_core.basis import BasisArtifact
-from lte_core.encoders import Encoded, _check_non_empty
+from lte_core.encoders import Encoded, Projection, _check_non_empty
 from lte_core.errors import EncoderArtifactError, EncoderBasisMismatchError
 from lte_core.summary import WindowSummary
 
@@ -180,10 +179,7 @@ class AutoencoderArtifact:
         half-written encoder."""
         from safetensors.numpy import save_file  # noqa: PLC0415 - optional at import time
 
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        def fill(tmp: Path) -> None:
             save_file(
                 self.weights.tensors(),
                 str(tmp / WEIGHTS_FILE),
@@ -192,19 +188,8 @@ class AutoencoderArtifact:
             (tmp / CONFIG_FILE).write_text(
                 json.dumps(self.config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return target
+
+        return write_artifact_dir(directory, fill)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> AutoencoderArtifact:
@@ -246,7 +231,7 @@ class AutoencoderEncoder:
     bit for bit.
     """
 
-    __slots__ = ("_b", "_identity", "_w1", "_w1_count", "artifact", "name")
+    __slots__ = ("_project", "_w1", "_w1_count", "artifact", "name")
 
     def __init__(self, artifact: AutoencoderArtifact, basis: BasisArtifact) -> None:
         if artifact.basis_version != basis.basis_version:
@@ -264,8 +249,7 @@ class AutoencoderEncoder:
             )
         self.artifact = artifact
         self.name = artifact.name
-        self._identity = basis.is_identity
-        self._b = basis.basis.astype(np.float64)
+        self._project = Projection(basis)
         self._w1 = np.ascontiguousarray(w.hidden_weight[:, : w.d].T)
         self._w1_count = w.hidden_weight[:, w.d]
 
@@ -287,7 +271,5 @@ class AutoencoderEncoder:
         hidden += w.hidden_bias
         np.maximum(hidden, 0.0, out=hidden)
         residual = hidden @ w.out_weight.T + w.out_bias
-        projected = mean if self._identity else mean @ self._b.T
-        coefficients = projected + residual.astype(np.float64)
-        vectors = coefficients if self._identity else coefficients @ self._b
-        return Encoded(coefficients=coefficients, vectors=vectors)
+        coefficients = self._project.coefficients(mean) + residual.astype(np.float64)
+        return self._project.from_coefficients(coefficients)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lte_core.artifact_dir import write_artifact_dir
 from lte_core.errors import BasisError, BasisIntegrityError, ItemVectorChangedError
 
 FORMAT = 1
@@ -274,29 +273,16 @@ class BasisArtifact:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the artifact; files are written to a temporary directory and renamed into
         place so readers never see a half-written artifact."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+
+        def fill(tmp: Path) -> None:
             (tmp / _IDS).write_text("".join(f"{i}\n" for i in self.item_ids), encoding="utf-8")
             np.save(tmp / _VECTORS, self.item_vectors, allow_pickle=False)
             np.save(tmp / _BASIS, self.basis, allow_pickle=False)
             (tmp / _METADATA).write_text(
                 json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return target
+
+        return write_artifact_dir(directory, fill)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, verify: bool = True) -> BasisArtifact:

@@ -40,10 +40,11 @@ class Projection:
         self._basis = basis.basis.astype(np.float64)
 
     def __call__(self, x: F64Array) -> Encoded:
-        if self._identity:
-            return Encoded(coefficients=x, vectors=x)
-        coefficients = x @ self._basis.T
-        return Encoded(coefficients=coefficients, vectors=coefficients @ self._basis)
+        return self.from_coefficients(self.coefficients(x))
+
+    def coefficients(self, x: F64Array) -> F64Array:
+        """``B·x`` (``x`` itself, not a copy, for the identity basis)."""
+        return x if self._identity else x @ self._basis.T
 
     def from_coefficients(self, coefficients: F64Array) -> Encoded:
         if self._identity:
@@ -75,7 +76,6 @@ class MeanEncoder:
 
     def __init__(self, basis: BasisArtifact) -> None:
         self._project = Projection(basis)
-        self._d = basis.d
 
     def encode(self, windows: WindowSummary) -> Encoded:
         _check_non_empty(windows)

@@ -113,6 +113,17 @@ class RangeResult:
     weight: F32
     next_bucket: I64
 
+    @classmethod
+    def empty(cls) -> RangeResult:
+        return cls(
+            request=np.empty(0, dtype=np.int64),
+            bucket=np.empty(0, dtype=np.int64),
+            offset=np.empty(0, dtype=np.int64),
+            item=np.empty(0, dtype=np.uint32),
+            weight=np.empty(0, dtype=np.float32),
+            next_bucket=np.empty(0, dtype=np.int64),
+        )
+
 
 class WindowReader(Protocol):
     """Read side of a window store (RocksDB in the worker, a dict in tests)."""
@@ -178,9 +189,6 @@ class WindowEngine:
     def decayed(self) -> bool:
         return self.half_life is not None
 
-    def _next_change(self, heads: Heads) -> I64:
-        return due_times(self.spec, heads)
-
     def _contributions(
         self, heads: Heads, new_end: I64, *, users: I64, items: U32, signed_w: F64, buckets: I64
     ) -> None:
@@ -227,7 +235,7 @@ class WindowEngine:
         if len(events.seg) != m + 1:
             raise ValueError("events.seg must have one entry per user plus one")
         heads = parse_heads(reader.read_heads(users), self.d, self.decayed)
-        prev_next = self._next_change(heads)
+        prev_next = due_times(spec, heads)
         existed = heads.has_clock.copy()
         stored_before = int(heads.n.sum())
         old_end = heads.end.copy()
@@ -249,17 +257,7 @@ class WindowEngine:
             ),
             hi=np.concatenate([new_start[leave_rows], new_end[enter_rows]]),
         )
-        if len(requests):
-            found = reader.read_ranges(users, requests)
-        else:
-            found = RangeResult(
-                request=np.empty(0, dtype=np.int64),
-                bucket=np.empty(0, dtype=np.int64),
-                offset=np.empty(0, dtype=np.int64),
-                item=np.empty(0, dtype=np.uint32),
-                weight=np.empty(0, dtype=np.float32),
-                next_bucket=np.empty(0, dtype=np.int64),
-            )
+        found = reader.read_ranges(users, requests) if len(requests) else RangeResult.empty()
         is_leave = found.request < len(leave_rows)
         ru = requests.user[found.request]
         # leave range: in-window events leave, pending ones are skipped by a jump, anything
@@ -382,7 +380,7 @@ class WindowEngine:
                 decayed_weights=heads.decayed_weight if heads.decayed_sums is not None else None,
             ),
             end=new_end,
-            next_change=self._next_change(heads),
+            next_change=due_times(spec, heads),
             prev_next_change=prev_next,
             users_delta=int(np.count_nonzero(~gone & ~existed) - np.count_nonzero(gone & existed)),
             stored_delta=int(heads.n.sum()) - stored_before,

@@ -22,6 +22,7 @@ from types import TracebackType
 
 from lte_runtime.errors import BrokerError
 from lte_runtime.ports import free_port
+from lte_runtime.stopping import end_process
 
 
 def broker_binary() -> str:
@@ -121,13 +122,8 @@ class EmbeddedBroker:
         """SIGTERM, then SIGKILL after ``timeout`` (Tansu drains for ~5 s while clients are
         still connected)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            end_process(process, signal.SIGTERM, timeout)
         if self._log_file is not None:
             with contextlib.suppress(OSError):
                 os.close(self._log_file)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lte_runtime.embedded_broker import EmbeddedBroker
-from lte_runtime.errors import BrokerError
+from lte_runtime.errors import ServiceError
 from lte_runtime.metrics_scrape import Samples, scrape
 from lte_runtime.ports import free_port
 from lte_runtime.supervisor import Child, Supervisor
@@ -111,7 +111,7 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not child.alive:
-                raise BrokerError(f"{child.name} exited:\n{child.tail()}")
+                raise ServiceError(f"{child.name} exited:\n{child.tail()}")
             try:
                 with urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/readyz",
@@ -122,7 +122,7 @@ class LocalStack:
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.1)
-        raise BrokerError(f"{child.name} was not ready within {timeout:g}s:\n{child.tail()}")
+        raise ServiceError(f"{child.name} was not ready within {timeout:g}s:\n{child.tail()}")
 
     def worker_metrics(self) -> Samples:
         return scrape(f"http://127.0.0.1:{self.worker_port}/metrics")

@@ -20,6 +20,7 @@ from types import TracebackType
 
 from lte_runtime.errors import ServiceError
 from lte_runtime.ports import free_port
+from lte_runtime.stopping import end_process
 
 
 def redis_server_binary() -> str:
@@ -112,14 +113,8 @@ class RedisServer:
 
     def _end(self, sig: signal.Signals, timeout: float) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            end_process(process, sig, timeout)
 
     def __enter__(self) -> RedisServer:
         return self.start()

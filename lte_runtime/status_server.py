@@ -45,12 +45,11 @@ class StatusServer:
         add_status_routes(self._app, registry, ready)
         self._runner = web.AppRunner(self._app, access_log=None)
         self._host = host
-        self._port = port
         self.port = port
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
         sockets = getattr(site._server, "sockets", None)
         if sockets:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lte_runtime.stopping import end_process
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,13 +53,7 @@ class Child:
             return ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, signal.SIGTERM, timeout)
 
 
 class Supervisor:

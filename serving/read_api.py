@@ -87,7 +87,9 @@ def _authorise(request: web.Request, expected: bytes) -> None:
 
 def _checked_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_USER_ID_CHARS:
-        raise ApiError(400, "bad_request", f"{what}: expected a string of 1-256 characters")
+        raise ApiError(
+            400, "bad_request", f"{what}: expected a string of 1-{MAX_USER_ID_CHARS} characters"
+        )
     return value
 
 

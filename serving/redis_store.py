@@ -39,7 +39,7 @@ from serving.store_format import (
     HEADER,
     ORDER_KEY_OFFSET,
     PAIRS_KEY,
-    decode_entry,
+    decode_found,
     decode_replaced,
     encode_entry,
     entry_key,
@@ -153,10 +153,7 @@ class RedisStore(OnlineStore):
             found = cast(list[bytes | None], await self._client.mget([entry_key(k) for k in keys]))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        return [
-            None if data is None else decode_entry(key, data)
-            for key, data in zip(keys, found, strict=True)
-        ]
+        return decode_found(keys, found)
 
     async def versions(self) -> list[VersionPair]:
         try:

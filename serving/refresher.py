@@ -44,6 +44,7 @@ from serving.read_api import build_app, start_site
 from serving.settings import RefresherSettings
 from serving.store_url import open_store
 from streams.batch_sender import BatchSender, OutRecord
+from streams.consumer_lag import forget_consumer_lag, observe_consumer_lag
 from streams.dead_letter import DeadLetter
 
 log = logging.getLogger("lte.refresher")
@@ -177,7 +178,7 @@ class Refresher:
                 await self._commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
             elif time.monotonic() - self._store_checked > IDLE_PING_SECONDS:
                 await self._check_store(store)
-            await self._observe_lag()
+            await observe_consumer_lag(self.consumer, self.metrics.consumer_lag, "refresher")
 
     async def _apply(
         self, store: OnlineStore, batches: dict[TopicPartition, list[Any]], stop: asyncio.Event
@@ -317,24 +318,12 @@ class Refresher:
             # The batch is in the store; a redelivery only rewrites what is there.
             log.warning("offset commit failed (%s); records will be redelivered", exc)
 
-    async def _observe_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = await self.consumer.position(tp)
-            self.metrics.consumer_lag.labels("refresher", str(tp.partition)).set(
-                max(0, highwater - position)
-            )
-
     def assigned(self) -> None:
         self._joined = True
         self.drift.restart(time.time())
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove("refresher", str(tp.partition))
+        forget_consumer_lag(self.metrics.consumer_lag, "refresher", partitions)
 
 
 def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:

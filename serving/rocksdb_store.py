@@ -37,7 +37,7 @@ from serving.online_store import (
 )
 from serving.store_format import (
     PAIRS_KEY,
-    decode_entry,
+    decode_found,
     decode_replaced,
     encode_entry,
     entry_key,
@@ -144,10 +144,7 @@ class RocksDBStore(OnlineStore):
             found: list[bytes | None] = self._db.get([entry_key(k) for k in keys]) or []
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        return [
-            None if data is None else decode_entry(key, data)
-            for key, data in zip(keys, found, strict=True)
-        ]
+        return decode_found(keys, found)
 
     async def versions(self) -> list[VersionPair]:
         self._follow()

@@ -32,8 +32,10 @@ exactly the float32 values the worker computed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -59,11 +61,15 @@ def _unescape(part: str) -> str:
 
 
 def entry_key(key: StoreKey) -> bytes:
-    return f"lte:{_escape(key.basis_version)}:{_escape(key.encoder)}:{key.user_id}".encode()
+    return ENTRY_PREFIX + pair_field(key.basis_version, key.encoder) + b":" + key.user_id.encode()
 
 
+@functools.lru_cache(maxsize=1024)
 def pair_field(basis_version: str, encoder: str) -> bytes:
-    """The registry's name for a pair: the middle of an entry key."""
+    """The registry's name for a pair: the middle of an entry key.
+
+    Cached because every key of a batch escapes one of a handful of pairs; the bound only
+    matters for reads naming pairs that were never written."""
     return f"{_escape(basis_version)}:{_escape(encoder)}".encode()
 
 
@@ -117,6 +123,15 @@ def decode_replaced(key: StoreKey, data: bytes) -> StoredLTE | None:
     except StoreDataError as exc:
         log.warning("overwrote a value that was not an LTE entry: %s", exc)
         return None
+
+
+def decode_found(keys: Sequence[StoreKey], found: Sequence[bytes | None]) -> list[StoredLTE | None]:
+    """The answer of ``get_many`` from the values a backend's multi-get returned for ``keys``
+    (``None`` where it had none); a value that is not an entry raises."""
+    return [
+        None if data is None else decode_entry(key, data)
+        for key, data in zip(keys, found, strict=True)
+    ]
 
 
 def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:

@@ -79,9 +79,9 @@ class PartitionProcessor:
         self._clock = clock
         raw = store.get_meta(META_CLOCK)
         self.clock_high_water = _CLOCK.unpack(raw)[0] if raw else float("-inf")
-        self.users = store.get_int(META_USERS)
-        if self.users is None:
-            self.users = store.count_keys(HEAD)
+        users = store.get_int(META_USERS)
+        # local metadata, not in the changelog: a store rebuilt from it counts its heads once
+        self.users = users if users is not None else store.count_keys(HEAD)
         self.events = store.get_int(META_EVENTS) or 0
         self._label = str(partition)
         self._publish_state_gauges()
@@ -156,7 +156,7 @@ class PartitionProcessor:
         if now > self.clock_high_water:
             self.clock_high_water = now
             write.meta(META_CLOCK, _CLOCK.pack(now))
-        write.meta_int(META_USERS, self.users or 0)
+        write.meta_int(META_USERS, self.users)
         write.meta_int(META_EVENTS, self.events)
         if self._settings.changelog and write.changelog:
             last = await self._sender.send(
@@ -168,7 +168,7 @@ class PartitionProcessor:
         self._publish_state_gauges()
 
     def _account(self, result: EngineResult) -> None:
-        self.users = (self.users or 0) + result.users_delta
+        self.users += result.users_delta
         self.events += result.stored_delta
 
     def _count_outcomes(self, result: EngineResult) -> None:
@@ -178,7 +178,7 @@ class PartitionProcessor:
         self._metrics.events.labels("duplicate").inc(int(counts[DUPLICATE]))
 
     def _publish_state_gauges(self) -> None:
-        self._metrics.state_users.labels(self._label).set(self.users or 0)
+        self._metrics.state_users.labels(self._label).set(self.users)
         self._metrics.state_events.labels(self._label).set(self.events)
         self._metrics.clock.set(max(self.clock_high_water, 0.0))
 

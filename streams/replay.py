@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 from lte_core.datasets import InteractionLog, read_movielens_ratings
@@ -133,7 +132,3 @@ async def replay(
                 if ahead > 0:
                     await asyncio.sleep(ahead)  # rate limiting, not synchronisation
     return sent
-
-
-def time_span(log: InteractionLog) -> tuple[float, float]:
-    return float(np.min(log.ts)), float(np.max(log.ts))

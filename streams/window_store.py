@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,6 @@ DUE = b"d"
 META = b"m"
 _BIAS = 1 << 63
 _U64 = struct.Struct(">Q")
-_EVENT_SUFFIX = struct.Struct(">QQ")
-_EVENT_VALUE = struct.Struct("<If")
 _EVENT_VALUE_DTYPE = np.dtype([("item", "<u4"), ("weight", "<f4")])
 
 META_CHANGELOG = b"changelog_offset"
@@ -57,10 +55,6 @@ ChangelogRecord = tuple[bytes, bytes | None]
 
 def event_prefix(user: bytes) -> bytes:
     return EVENT + len(user).to_bytes(2, "big") + user
-
-
-def event_key(user: bytes, bucket: int, offset: int) -> bytes:
-    return event_prefix(user) + _EVENT_SUFFIX.pack(bucket + _BIAS, offset)
 
 
 def due_key(due: int, user: bytes) -> bytes:
@@ -155,13 +149,6 @@ class WindowStore:
             it.next()
         return out
 
-    def next_due(self) -> int | None:
-        it = self._db.iter()
-        it.seek(DUE)
-        if it.valid() and it.key().startswith(DUE):
-            return int(_U64.unpack_from(it.key(), 1)[0] - _BIAS)
-        return None
-
     # -- metadata -------------------------------------------------------------------------------
 
     def get_meta(self, name: bytes) -> bytes | None:
@@ -194,13 +181,6 @@ class WindowStore:
             n += 1
             it.next()
         return n
-
-    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        it = self._db.iter()
-        it.seek(prefix)
-        while it.valid() and it.key().startswith(prefix):
-            yield it.key(), it.value()
-            it.next()
 
     def live_bytes(self) -> int:
         """RocksDB's estimate of live data (keys + values after compaction)."""
@@ -293,12 +273,3 @@ def _event_values(item: npt.NDArray[np.uint32], weight: npt.NDArray[np.float32])
     vals["weight"] = weight
     blob = vals.tobytes()
     return [blob[8 * i : 8 * i + 8] for i in range(len(item))]
-
-
-def user_of_head_key(key: bytes) -> bytes:
-    return key[1:]
-
-
-def heads_in(store: WindowStore) -> Iterable[tuple[bytes, bytes]]:
-    for key, value in store.items(HEAD):
-        yield user_of_head_key(key), value

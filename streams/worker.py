@@ -30,6 +30,7 @@ from lte_runtime.status_server import StatusServer
 from streams.batch_sender import BatchSender, OutRecord
 from streams.changelog import ChangelogRestorer
 from streams.clock import Clock
+from streams.consumer_lag import forget_consumer_lag, observe_consumer_lag
 from streams.errors import StateStoreError
 from streams.metrics import WorkerMetrics
 from streams.partition import PartitionProcessor
@@ -195,7 +196,7 @@ class Worker:
                         self._pending[tp] = last + 1
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
-                await self._observe_lag()
+                await observe_consumer_lag(self.consumer, self.metrics.consumer_lag, "worker")
 
     async def _fetch(self) -> dict[TopicPartition, list[Any]]:
         """Up to ``batch_max_records`` records from *every* owned partition that has some.
@@ -228,16 +229,6 @@ class Worker:
             # The batch is already in the changelog and the local store; a redelivery is
             # recognised as duplicates, so a failed commit costs only repeated work.
             log.warning("offset commit failed (%s); records will be redelivered", exc)
-
-    async def _observe_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = await self.consumer.position(tp)
-            self.metrics.consumer_lag.labels("worker", str(tp.partition)).set(
-                max(0, highwater - position)
-            )
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -282,8 +273,7 @@ class Worker:
                 processor = self.processors.pop(tp.partition, None)
                 if processor is not None:
                     processor.close()
-                with contextlib.suppress(KeyError):
-                    self.metrics.consumer_lag.remove("worker", str(tp.partition))
+            forget_consumer_lag(self.metrics.consumer_lag, "worker", revoked)
             self.metrics.assigned_partitions.set(len(self.processors))
 
     async def _open(self, partition: int) -> PartitionProcessor:
