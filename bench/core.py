@@ -23,8 +23,6 @@ the same run. Results: ``bench/results/core.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -35,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.engine import EventColumns, WindowEngine
 from lte_core.memory_store import MemoryWindowStore
 from lte_core.state import LaggedWindow, state_bytes
@@ -233,11 +231,7 @@ def main() -> None:
         args.out,
         {
             "benchmark": "core",
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine_info(),
             "repeats": repeats,
             "users": users,
             "quick": args.quick,

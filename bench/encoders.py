@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.autoencoder import AutoencoderArtifact, AutoencoderEncoder, AutoencoderWeights
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import Encoder, MeanEncoder, RecencyEncoder
@@ -191,9 +190,7 @@ def main() -> None:
         {
             "benchmark": "encoders",
             "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
+                **machine_info(),
                 "numpy": np.__version__,
                 "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
             },

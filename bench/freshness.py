@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +31,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.metrics_scrape import Samples, buckets, quantile, scrape, total
@@ -314,11 +312,7 @@ def main() -> None:
         args.out,
         {
             "benchmark": "freshness",
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine_info(),
             "quick": args.quick,
             "seconds_per_phase": seconds,
             "users": users,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +21,15 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines.append("-+-".join("-" * w for w in widths))
     lines.extend(" | ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
     return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    """The ``machine`` entry of every results file."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def save_results(path: Path, result: Mapping[str, Any]) -> None:

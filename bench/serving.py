@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -54,7 +52,7 @@ import orjson
 import redis
 from prometheus_client import CollectorRegistry
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.update import LTEUpdate, encode_update
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.kafka_config import KafkaSettings
@@ -385,9 +383,7 @@ def main() -> None:
         {
             "benchmark": "serving",
             "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
+                **machine_info(),
                 "note": "load generator, lte serve, broker and Redis share these cores",
             },
             "repeats": repeats,

@@ -12,14 +12,12 @@ Results: ``bench/results/state.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.engine import EventColumns, WindowEngine
 from lte_core.head import head_bytes
 from lte_core.window import WindowSpec
@@ -90,11 +88,7 @@ def main() -> None:
         args.out,
         {
             "benchmark": "state",
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine_info(),
             "quick": args.quick,
             "rows": rows,
         },

@@ -13,8 +13,6 @@ Results: ``bench/results/window_length.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import MeanEncoder
 from lte_core.engine import EventColumns, WindowEngine
@@ -123,11 +121,7 @@ def main() -> None:
         args.out,
         {
             "benchmark": "window_length",
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine_info(),
             "users": users,
             "tail_events": tail,
             "repeats": repeats,

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,9 +36,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.report import save_results, table
+from bench.report import machine_info, save_results, table
 from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.metrics_scrape import scrape, total
 from lte_runtime.ports import free_port
 from streams.batch_sender import BatchSender
 from streams.replay import log_records
@@ -101,17 +100,10 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def scrape(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def metric_total(port: int, name: str) -> float:
+    """Sum of the samples of ``name`` on the process's ``/metrics`` (0 when it does not
+    answer)."""
+    return total(scrape(f"http://127.0.0.1:{port}/metrics"), name)
 
 
 @dataclass(frozen=True)
@@ -172,11 +164,11 @@ def run_worker(
             if ready is None:
                 if http_ok(f"http://127.0.0.1:{port}/readyz"):
                     ready = time.perf_counter()
-            elif scrape(port, "lte_worker_batch_events_sum") >= n:
+            elif metric_total(port, "lte_worker_batch_events_sum") >= n:
                 rate = n / (time.perf_counter() - ready)
                 return WorkerRun(
                     events_s=rate,
-                    writes_per_event=scrape(port, "lte_state_writes_total") / n,
+                    writes_per_event=metric_total(port, "lte_state_writes_total") / n,
                     peak_rss_mb=peak_rss_mb(process.pid),
                 )
             time.sleep(0.02)
@@ -254,11 +246,7 @@ def main() -> None:
         args.out,
         {
             "benchmark": "worker",
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine_info(),
             "repeats": repeats,
             "quick": args.quick,
             "rows": rows,

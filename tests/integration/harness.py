@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from lte_runtime.ports import free_port
 from streams.batch_sender import BatchSender, OutRecord, Record
@@ -203,6 +203,52 @@ async def _read_all(bootstrap: str, topic: str, idle_ms: int) -> list[Any]:
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 500) -> list[Any]:
     """Every record currently in ``topic`` (reads until each partition's high-water mark)."""
     return list(run(_read_all(bootstrap, topic, idle_ms)))
+
+
+def partition_ends(held: Iterable[Any]) -> dict[int, int]:
+    """Each partition's end offset (last offset + 1) among the consumed records ``held``."""
+    ends: dict[int, int] = {}
+    for record in held:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    return ends
+
+
+async def _committed(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int] | None
+) -> dict[int, int]:
+    # Tansu's OffsetFetch answer breaks aiokafka's admin client; a consumer of the group that
+    # never subscribes (so never joins) reads committed offsets instead.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        if partitions is None:
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            partitions = parts
+        out = {}
+        for p in partitions:
+            offset = await consumer.committed(TopicPartition(topic, p))
+            out[p] = -1 if offset is None else offset
+        return out
+    finally:
+        await consumer.stop()
+
+
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int] | None = None
+) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (-1 where none); the
+    partitions are the topic's own unless given."""
+    return dict(run(_committed(bootstrap, group, topic, partitions)))
+
+
+def all_committed(committed: dict[int, int], ends: dict[int, int]) -> bool:
+    """Whether ``committed`` reaches every partition's end offset in ``ends``."""
+    return all(committed.get(p, -1) >= end for p, end in ends.items())
 
 
 def latest_updates(bootstrap: str, topic: str = "lte-updates") -> dict[str, dict[str, Any]]:

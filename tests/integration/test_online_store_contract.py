@@ -5,7 +5,6 @@ of the rules — the newest by (as_of, due_at) wins, the later write on a tie.""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from serving.errors import StoreOpenError
 from serving.online_store import StoredLTE, StoreKey, WriteOutcome
 from serving.redis_store import CHUNK
 from serving.store_url import RedisLocation, RocksDBLocation, open_store
-from tests.integration.harness import wait_until
+from tests.integration.harness import unique, wait_until
 from tests.integration.store_backends import (
     BACKENDS,
     SyncStore,
@@ -38,11 +37,6 @@ def store(
 ) -> Iterator[SyncStore]:
     with sync_store(location(request.param, redis_server, tmp_path)) as opened:
         yield opened
-
-
-def _namespace() -> str:
-    """Examples share one store; each writes under its own basis version."""
-    return f"b-{uuid.uuid4().hex[:10]}"
 
 
 writes = st.lists(
@@ -63,7 +57,7 @@ writes = st.lists(
 def test_any_order_and_batching_leaves_the_newest(
     store: SyncStore, steps: list[tuple[str, int, int, list[float] | None, bool]]
 ) -> None:
-    basis = _namespace()
+    basis = unique("b")
     model: dict[str, LTEUpdate] = {}
     batch: list[LTEUpdate] = []
     expected: list[tuple[WriteOutcome, LTEUpdate | None]] = []
@@ -103,7 +97,7 @@ def _with_produced_at(update: LTEUpdate, produced_at: float) -> LTEUpdate:
 def test_an_emptied_window_is_kept_as_a_marker_that_older_updates_cannot_undo(
     store: SyncStore,
 ) -> None:
-    basis = _namespace()
+    basis = unique("b")
     key = StoreKey(basis, "mean", "u")
     store.write([make_update("u", 10.0, 9.0, [1.0, 2.0], basis_version=basis)])
     emptied = make_update("u", 20.0, 19.0, None, basis_version=basis)
@@ -119,7 +113,7 @@ def test_an_emptied_window_is_kept_as_a_marker_that_older_updates_cannot_undo(
 
 
 def test_versions_live_side_by_side_for_rollback(store: SyncStore) -> None:
-    old, new = _namespace(), _namespace()
+    old, new = unique("b"), unique("b")
     store.write([make_update("u", 1.0, 1.0, [1.0, 0.0], basis_version=old)], stored_at=100.0)
     store.write(
         [
@@ -146,7 +140,7 @@ def test_versions_live_side_by_side_for_rollback(store: SyncStore) -> None:
 
 
 def test_large_batches_and_exact_float32(store: SyncStore) -> None:
-    basis = _namespace()
+    basis = unique("b")
     rng = np.random.default_rng(3)
     n = 3 * CHUNK + 17  # several Redis script chunks in one pipeline
     vectors = rng.standard_normal((n, 384)).astype(np.float32)
@@ -170,7 +164,7 @@ def test_redis_compares_and_writes_atomically_under_concurrent_writers(
 ) -> None:
     """Two refreshers racing over the same users in opposite orders: a read-then-write
     implementation lets an older update overwrite a newer one; the script must not."""
-    basis = _namespace()
+    basis = unique("b")
     users = [f"u{i}" for i in range(200)]
     rounds = [
         [make_update(u, float(t), 0.0, [float(t)], basis_version=basis) for u in users]
@@ -195,7 +189,7 @@ def test_redis_compares_and_writes_atomically_under_concurrent_writers(
 
 
 def test_redis_overwrites_a_value_that_is_not_an_entry(redis_server: RedisServer) -> None:
-    basis = _namespace()
+    basis = unique("b")
     raw = redis.Redis(host=redis_server.host, port=redis_server.port)
     raw.set(f"lte:{basis}:mean:u".encode(), b"junk")
     raw.close()
@@ -213,18 +207,21 @@ def test_rocksdb_has_one_writer_and_followers_see_its_writes(tmp_path: Path) -> 
     with sync_store(where) as writer:
         with pytest.raises(StoreOpenError, match="another refresher"):
             open_store(where, writer=True)
-        writer.write([make_update("u", 1.0, 1.0, [1.0], basis_version="b")])
+        first = make_update("u", 1.0, 1.0, [1.0], basis_version="b")
+        second = make_update("v", 1.0, 1.0, [2.0], basis_version="b")
+        writer.write([first])
         with sync_store(where, writer=False) as follower:
-            assert follower.get(StoreKey("b", "mean", "u")) is not None
-            writer.write([make_update("v", 1.0, 1.0, [2.0], basis_version="b")])
+            seen = follower.get(StoreKey("b", "mean", "u"))
+            assert seen is not None and same_update(seen.update, first)
+            writer.write([second])
             entry = wait_until(
                 lambda: follower.get(StoreKey("b", "mean", "v")),
                 timeout=5,
                 what="the follower to catch up with the writer",
             )
-            assert entry is not None and entry.update.vector is not None
+            assert entry is not None and same_update(entry.update, second)
     # Reopened from disk, everything is there.
     with sync_store(where) as reopened:
-        assert (
-            len([e for e in reopened.get_many([StoreKey("b", "mean", u) for u in "uv"]) if e]) == 2
-        )
+        found = reopened.get_many([StoreKey("b", "mean", u) for u in "uv"])
+        for entry, update in zip(found, (first, second), strict=True):
+            assert entry is not None and same_update(entry.update, update)

@@ -32,7 +32,7 @@ from lte_runtime.redis_server import RedisServer
 from serving.read_api import build_app, start_site
 from serving.settings import ApiSettings
 from serving.store_url import RedisLocation
-from tests.integration.harness import ROOT, LteProcess, http_status, wait_until
+from tests.integration.harness import ROOT, LteProcess, http_status, unique, wait_until
 from tests.integration.store_backends import (
     BACKENDS,
     SyncStore,
@@ -125,10 +125,6 @@ def make_api(store: SyncStore) -> Iterator[Callable[..., Api]]:
         api.close()
 
 
-def _basis() -> str:
-    return f"b-{uuid.uuid4().hex[:10]}"
-
-
 f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 user_ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=256)
 
@@ -146,7 +142,7 @@ def test_what_is_written_is_what_is_read(
     vector: np.ndarray | None,
     as_of: float,
 ) -> None:
-    basis = _basis()
+    basis = unique("b")
     api = make_api(basis_version=basis, encoder="mean")
     written = [
         make_update(
@@ -172,7 +168,7 @@ def test_what_is_written_is_what_is_read(
 def test_get_answers_the_fields_of_the_update(
     make_api: Callable[..., Api], store: SyncStore
 ) -> None:
-    basis = _basis()
+    basis = unique("b")
     api = make_api()
     update = make_update("alice", 100.0, 99.0, [0.5, -1.25, 3.0], basis_version=basis, k=2)
     store.write([update], stored_at=101.0)
@@ -206,7 +202,7 @@ def test_get_answers_the_fields_of_the_update(
 def test_errors_are_json_and_name_the_problem(
     make_api: Callable[..., Api], store: SyncStore
 ) -> None:
-    basis = _basis()
+    basis = unique("b")
     api = make_api(basis_version=basis, encoder="mean", max_batch=3)
     store.write([make_update("bob", 1.0, 1.0, [1.0], basis_version=basis)])
     cases: list[tuple[Reply, int, str]] = [
@@ -239,7 +235,7 @@ def test_errors_are_json_and_name_the_problem(
 
 
 def test_batch_get_answers_in_request_order(make_api: Callable[..., Api], store: SyncStore) -> None:
-    basis = _basis()
+    basis = unique("b")
     api = make_api()
     store.write(
         [make_update(u, 5.0, 5.0, [float(i)], basis_version=basis) for i, u in enumerate("abc")]
@@ -255,7 +251,7 @@ def test_batch_get_answers_in_request_order(make_api: Callable[..., Api], store:
 def test_defaults_follow_the_most_recently_written_pair(
     make_api: Callable[..., Api], store: SyncStore
 ) -> None:
-    old, new = _basis(), _basis()
+    old, new = unique("b"), unique("b")
     store.write([make_update("u", 1.0, 1.0, [1.0], basis_version=old)], stored_at=4e9)
     store.write(
         [make_update("u", 2.0, 2.0, [2.0], basis_version=new, encoder="recency:30d")],
@@ -275,7 +271,7 @@ def test_defaults_follow_the_most_recently_written_pair(
 def test_a_token_guards_every_data_route_and_nothing_else(
     make_api: Callable[..., Api], store: SyncStore
 ) -> None:
-    basis = _basis()
+    basis = unique("b")
     store.write([make_update("u", 1.0, 1.0, [1.0], basis_version=basis)])
     api = make_api(basis_version=basis, encoder="mean", token=TOKEN)
     body = {"user_ids": ["u"]}

@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
@@ -36,7 +35,10 @@ from streams.batch_sender import OutRecord
 from tests.integration.harness import (
     ROOT,
     LteProcess,
+    all_committed,
+    committed_offsets,
     http_status,
+    partition_ends,
     produce,
     read_topic,
     unique,
@@ -119,34 +121,13 @@ class Setup:
     def topic_state(self) -> tuple[dict[StoreKey, LTEUpdate], dict[int, int]]:
         """The oracle and each partition's end offset, from what the topic holds."""
         held = read_topic(self.broker.bootstrap, self.topic)
-        ends: dict[int, int] = {}
-        for record in held:
-            ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
-        return newest_per_key([(r.key, r.value) for r in held]), ends
+        return newest_per_key([(r.key, r.value) for r in held]), partition_ends(held)
 
     def committed(self) -> dict[int, int]:
-        return asyncio.run(_committed(self.broker.bootstrap, self.group, self.topic))
+        return committed_offsets(self.broker.bootstrap, self.group, self.topic, range(PARTITIONS))
 
     def all_committed(self, ends: dict[int, int]) -> bool:
-        committed = self.committed()
-        return all(committed.get(p, -1) >= end for p, end in ends.items())
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    # Tansu's OffsetFetch answer breaks aiokafka's admin client; a consumer of the group that
-    # never subscribes (so never joins) reads committed offsets instead.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        out = {}
-        for p in range(PARTITIONS):
-            offset = await consumer.committed(TopicPartition(topic, p))
-            out[p] = -1 if offset is None else offset
-        return out
-    finally:
-        await consumer.stop()
+        return all_committed(self.committed(), ends)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lte_core.basis import BasisArtifact
 from lte_core.datasets import InteractionLog, MovieLens
@@ -18,8 +16,11 @@ from lte_core.window import WindowSpec
 from lte_runtime.embedded_broker import EmbeddedBroker
 from tests.integration.harness import (
     LteProcess,
+    all_committed,
+    committed_offsets,
     event_record,
     latest_updates,
+    partition_ends,
     produce,
     read_topic,
     unique,
@@ -114,15 +115,12 @@ class Setup:
         )
 
     def committed(self) -> dict[int, int]:
-        return asyncio.run(
-            _committed(self.broker.bootstrap, f"g-{self.name}", self.topics["interactions"])
+        return committed_offsets(
+            self.broker.bootstrap, f"g-{self.name}", self.topics["interactions"]
         )
 
     def input_end(self) -> dict[int, int]:
-        ends: dict[int, int] = {}
-        for record in read_topic(self.broker.bootstrap, self.topics["interactions"]):
-            ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
-        return ends
+        return partition_ends(read_topic(self.broker.bootstrap, self.topics["interactions"]))
 
     def wait_all_committed(self, timeout: float = 120.0) -> None:
         end = self.input_end()
@@ -140,29 +138,7 @@ class Setup:
         return all(latest.get(u, {}).get("as_of") == clock for u in users)
 
     def all_committed(self, end: dict[int, int]) -> bool:
-        committed = self.committed()
-        return all(committed.get(p, -1) >= o for p, o in end.items())
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    # Tansu's OffsetFetch answer breaks aiokafka's admin client; a consumer of the group that
-    # never subscribes (so never joins) reads committed offsets instead.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        out = {}
-        for p in parts:
-            offset = await consumer.committed(TopicPartition(topic, p))
-            out[p] = -1 if offset is None else offset
-        return out
-    finally:
-        await consumer.stop()
+        return all_committed(self.committed(), end)
 
 
 @pytest.fixture
