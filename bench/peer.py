@@ -29,9 +29,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import machine_info, save_results, table
 from bench.worker import produce, run_worker
-from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.ports import free_port
+from offline.synthetic import SyntheticSpec, SyntheticStream
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Worker throughput on the embedded broker, against the broker's own limit in the same run.
 
 For each configuration it starts a fresh embedded broker, produces a synthetic stream
-(``lte_core.synthetic``: Zipf items, heavy-tailed users) to ``interactions``, then measures
+(``offline.synthetic``: Zipf items, heavy-tailed users) to ``interactions``, then measures
 
 * ``limit``: a bare aiokafka consumer reading the same topic and ``orjson.loads``-ing every
   value, no processing — what no consumer in Python can beat here;
@@ -37,10 +37,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.report import machine_info, save_results, table
-from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.metrics_scrape import scrape, total
 from lte_runtime.ports import free_port
+from offline.synthetic import SyntheticSpec, SyntheticStream
 from streams.batch_sender import BatchSender
 from streams.replay import log_records
 

@@ -27,7 +27,7 @@ from lte_cli.exit_status import reports_errors
 from lte_runtime.metrics_scrape import Samples
 
 if TYPE_CHECKING:
-    from lte_core.datasets import InteractionLog
+    from offline.datasets import InteractionLog
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
@@ -80,7 +80,7 @@ def _records_and_history(
 
 
 def movielens_data(directory: Path, events: int | None) -> DemoData:
-    from lte_core.datasets import load_movielens  # noqa: PLC0415
+    from offline.datasets import load_movielens  # noqa: PLC0415
 
     ml = load_movielens(directory)
     log = ml.log.sorted_by_time()
@@ -105,7 +105,7 @@ def movielens_data(directory: Path, events: int | None) -> DemoData:
 
 
 def synthetic_data(events: int, users: int) -> DemoData:
-    from lte_core.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
+    from offline.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
 
     spec = SyntheticSpec(users=users, events=events, days=120.0, start=1_700_000_000.0)
     stream = SyntheticStream(spec)

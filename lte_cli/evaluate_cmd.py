@@ -13,7 +13,7 @@ from lte_cli.instants import INSTANT
 from lte_cli.offline_options import load_inputs, log_options
 from lte_cli.options import DURATION
 from lte_core.encoders import EncoderSpec
-from lte_core.evaluation import EvaluationSetup, evaluate
+from offline.evaluation import EvaluationSetup, evaluate
 
 DEFAULT_ENCODERS = ("mean", "recency:7d", "recency:30d", "recency:90d")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lte_core.duration import format_duration
-from lte_core.evaluation import EvaluationReport
+from offline.evaluation import EvaluationReport
 
 
 def save_plot(report: EvaluationReport, path: Path) -> Path:

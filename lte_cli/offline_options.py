@@ -12,8 +12,8 @@ import click
 
 from lte_cli.options import DURATION, basis_option, window_option
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import LOG_FORMATS, read_interaction_log
-from lte_core.training_examples import IndexedLog
+from offline.datasets import LOG_FORMATS, read_interaction_log
+from offline.training_examples import IndexedLog
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -105,7 +105,7 @@ def replay(**options: Any) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from lte_core.errors import ConfigError  # noqa: PLC0415
-    from lte_core.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
+    from offline.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
     from streams import replay as rp  # noqa: PLC0415
     from streams.batch_sender import BatchSender  # noqa: PLC0415
 

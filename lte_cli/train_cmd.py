@@ -11,8 +11,8 @@ from lte_cli.exit_status import reports_errors
 from lte_cli.instants import INSTANT
 from lte_cli.offline_options import load_inputs, log_options
 from lte_cli.options import DURATION
-from lte_core.training_examples import ExampleSpec
 from lte_core.window import WindowSpec
+from offline.training_examples import ExampleSpec
 
 
 @click.command("train-encoder")
@@ -105,7 +105,7 @@ def train_encoder(**options: Any) -> None:
     read no event from that span.
     """
     from lte_cli.training_progress import TrainingProgressBar  # noqa: PLC0415
-    from lte_core.ae_training import (  # noqa: PLC0415 - torch only when training
+    from offline.ae_training import (  # noqa: PLC0415 - torch only when training
         DataSplitSettings,
         TrainingSettings,
         train_from_log,

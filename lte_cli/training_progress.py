@@ -1,6 +1,6 @@
 """The training progress bar: steps of the current epoch, and one line per finished epoch.
 
-It only renders the core's :class:`~lte_core.ae_training.TrainingProgress` reports, so the
+It only renders the core's :class:`~offline.ae_training.TrainingProgress` reports, so the
 training code stays free of terminal concerns (and tests run it without a bar).
 """
 
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
-    from lte_core.ae_training import TrainingProgress
+    from offline.ae_training import TrainingProgress
 
 
 class TrainingProgressBar:

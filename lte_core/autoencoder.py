@@ -9,7 +9,7 @@ The encoder reads what the stream's window state holds — the window mean ``x =
 
 so ``v`` always lies in the span of the content basis (cross-version safe), and with
 ``W2 = 0, b2 = 0`` the encoder *is* the ``mean`` encoder; training only moves it away from
-that where behaviour says so. Training lives in :mod:`lte_core.ae_training` (torch); serving
+that where behaviour says so. Training lives in :mod:`offline.ae_training` (torch); serving
 needs only numpy and safetensors, so a worker never imports torch.
 
 An artifact is a directory::

@@ -2,7 +2,7 @@
 
 Sources: MovieLens ``u.data``, JSON lines (one interaction object per line, sent as is —
 broken lines included, so a replay also exercises the dead-letter path), CSV with a header
-(``user_id,item_id,ts[,weight][,type]``), or :mod:`lte_core.synthetic`. Records are keyed by
+(``user_id,item_id,ts[,weight][,type]``), or :mod:`offline.synthetic`. Records are keyed by
 ``user_id`` (the contract), produced with the batch API, optionally at a fixed rate.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from lte_core.datasets import InteractionLog, read_movielens_ratings
 from lte_core.errors import LTEError
+from offline.datasets import InteractionLog, read_movielens_ratings
 from streams.batch_sender import BatchSender, OutRecord, Record
 
 Chunk = list[Record]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import MovieLens, load_movielens
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.redis_server import RedisServer
+from offline.datasets import MovieLens, load_movielens
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

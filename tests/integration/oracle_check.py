@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog
 from lte_core.window import WindowSpec
+from offline.datasets import InteractionLog
 
 
 def window_means(

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
-from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
+from offline.synthetic import SyntheticSpec, SyntheticStream
 from streams.replay import log_records
 from tests.conftest import ROOT
 from tests.integration.harness import LteProcess, http_status, produce, unique, wait_until

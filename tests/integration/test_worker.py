@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog, MovieLens
 from lte_core.window import WindowSpec
 from lte_runtime.embedded_broker import EmbeddedBroker
+from offline.datasets import InteractionLog, MovieLens
 from tests.integration.harness import (
     LteProcess,
     all_committed,

@@ -12,10 +12,10 @@ import pytest
 
 from lte_core.autoencoder import AutoencoderArtifact, AutoencoderEncoder, AutoencoderWeights
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog, MovieLens
 from lte_core.encoders import MeanEncoder
 from lte_core.state import LaggedWindow
 from lte_runtime.embedded_broker import EmbeddedBroker
+from offline.datasets import InteractionLog, MovieLens
 from tests.integration.harness import LteProcess, unique, wait_until
 from tests.integration.test_worker import DAY, SPEC, Setup
 

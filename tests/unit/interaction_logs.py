@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog
+from offline.datasets import InteractionLog
 
 DAY = 86400
 T0 = 1_600_000_000.0

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from lte_core.ae_training import (
+from lte_core.autoencoder import AutoencoderArtifact, AutoencoderEncoder
+from lte_core.basis import BasisArtifact
+from lte_core.window import WindowSpec
+from offline.ae_training import (
     AsymmetricAutoencoder,
     DataSplitSettings,
     TrainingSettings,
@@ -17,10 +20,7 @@ from lte_core.ae_training import (
     train_encoder,
     train_from_log,
 )
-from lte_core.autoencoder import AutoencoderArtifact, AutoencoderEncoder
-from lte_core.basis import BasisArtifact
-from lte_core.training_examples import Examples, ExampleSpec, IndexedLog, build_examples, time_split
-from lte_core.window import WindowSpec
+from offline.training_examples import Examples, ExampleSpec, IndexedLog, build_examples, time_split
 from tests.unit.interaction_logs import DAY, T0, catalog, random_log
 
 SPEC = ExampleSpec(WindowSpec(60 * DAY, 7 * DAY, DAY), 14 * DAY)

@@ -13,21 +13,21 @@ from hypothesis import strategies as st
 from lte_core.autoencoder import AutoencoderArtifact, AutoencoderWeights
 from lte_core.encoders import EncoderSpec, MeanEncoder
 from lte_core.errors import ConfigError
-from lte_core.evaluation import (
+from lte_core.window import WindowSpec
+from offline.evaluation import (
     EvaluationSetup,
     evaluate,
     popularity_scores,
     ranking_metrics,
     user_bootstrap,
 )
-from lte_core.training_examples import (
+from offline.training_examples import (
     TARGETS_AFTER_CLOCK,
     ExampleSpec,
     IndexedLog,
     Ragged,
     build_examples,
 )
-from lte_core.window import WindowSpec
 from tests.unit.interaction_logs import DAY, T0, catalog, random_log
 
 

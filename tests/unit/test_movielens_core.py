@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lte_core.datasets import load_movielens
 from lte_core.encoders import MeanEncoder
 from lte_core.state import LaggedWindow
 from lte_core.window import WindowSpec
+from offline.datasets import load_movielens
 
 DAY = 86400
 

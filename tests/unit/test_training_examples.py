@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lte_core.datasets import DatasetError, read_interaction_log
 from lte_core.errors import ConfigError
 from lte_core.state import LaggedWindow
-from lte_core.training_examples import (
+from lte_core.window import WindowSpec
+from offline.datasets import DatasetError, read_interaction_log
+from offline.training_examples import (
     TARGETS_AFTER_CLOCK,
     TARGETS_AFTER_WINDOW,
     ExampleSpec,
@@ -22,7 +23,6 @@ from lte_core.training_examples import (
     build_examples,
     time_split,
 )
-from lte_core.window import WindowSpec
 from tests.unit.interaction_logs import DAY, T0, catalog, random_log
 
 

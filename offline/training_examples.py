@@ -25,11 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog
 from lte_core.duration import format_duration
 from lte_core.errors import ConfigError
 from lte_core.summary import WindowSummary
 from lte_core.window import WindowSpec
+from offline.datasets import InteractionLog
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

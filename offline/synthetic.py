@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.basis import BasisArtifact
-from lte_core.datasets import InteractionLog
+from offline.datasets import InteractionLog
 
 GENRES = (
     "drama",

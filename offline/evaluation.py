@@ -26,7 +26,8 @@ from lte_core.basis import BasisArtifact
 from lte_core.duration import format_duration
 from lte_core.encoders import EncoderSpec, build_encoder
 from lte_core.errors import ConfigError
-from lte_core.training_examples import (
+from lte_core.window import WindowSpec
+from offline.training_examples import (
     TARGETS_AFTER_CLOCK,
     Examples,
     ExampleSpec,
@@ -35,7 +36,6 @@ from lte_core.training_examples import (
     build_examples,
     clock_grid,
 )
-from lte_core.window import WindowSpec
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

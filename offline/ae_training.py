@@ -31,8 +31,8 @@ from torch import nn
 from lte_core.autoencoder import AutoencoderArtifact, AutoencoderEncoder, AutoencoderWeights
 from lte_core.basis import BasisArtifact
 from lte_core.errors import ConfigError
-from lte_core.evaluation import ranking_metrics
-from lte_core.training_examples import (
+from offline.evaluation import ranking_metrics
+from offline.training_examples import (
     Examples,
     ExampleSpec,
     IndexedLog,
