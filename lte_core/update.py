@@ -35,6 +35,8 @@ class LTEUpdate:
     vector: F32Array | None
     due_at: float
     produced_at: float
+    #: Per-user version that only grows (DESIGN 3.5); 0 when the producer did not send one.
+    version: int = 0
 
     @property
     def is_empty(self) -> bool:
