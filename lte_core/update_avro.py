@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate
+from lte_core.update import LTEUpdate, decode_updates
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -330,6 +330,27 @@ def decode_many(values: Sequence[bytes]) -> DecodedBatch:
     return DecodedBatch(updates, positions, errors)
 
 
+def decode_mixed(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]:
+    """Decode a batch in which each record may be binary or JSON, told apart by its first
+    bytes (:func:`is_avro`), so a topic can change format while readers keep running."""
+    json_positions = [i for i, v in enumerate(values) if not is_avro(v)]
+    out: list[LTEUpdate | UpdateFormatError] = []
+    if len(json_positions) == len(values):
+        out.extend(decode_updates(list(values)))
+        return out
+    from_json = iter(decode_updates([values[i] for i in json_positions]))
+    json_set = set(json_positions)
+    for i, value in enumerate(values):
+        if i in json_set:
+            out.append(next(from_json))
+            continue
+        try:
+            out.append(decode(value))
+        except UpdateFormatError as exc:
+            out.append(exc)
+    return out
+
+
 __all__ = [
     "CANONICAL_FORM",
     "FINGERPRINT",
@@ -339,6 +360,7 @@ __all__ = [
     "crc64_avro",
     "decode",
     "decode_many",
+    "decode_mixed",
     "encode",
     "encode_rows",
     "is_avro",

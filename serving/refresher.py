@@ -34,7 +34,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from prometheus_client import CollectorRegistry
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate, decode_updates
+from lte_core.update import LTEUpdate
+from lte_core.update_avro import decode_mixed
 from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
@@ -335,9 +336,10 @@ def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:
 
 
 def _decode_all(records: list[Any]) -> list[LTEUpdate | UpdateFormatError]:
-    """Decode a batch (:func:`decode_updates`), then check each record's key."""
+    """Decode a batch, binary and JSON records alike (:func:`decode_mixed`), then check each
+    record's key."""
     values = [r.value if r.value is not None else b"" for r in records]
-    out = decode_updates(values)
+    out = decode_mixed(values)
     for i, (record, update) in enumerate(zip(records, out, strict=True)):
         if record.value is None:
             out[i] = UpdateFormatError("value", "missing (a null record value)")

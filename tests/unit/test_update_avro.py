@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from lte_core import update_avro
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate
+from lte_core.update import decode_update as decode_json
+from lte_core.update import encode_update as encode_json
 
 SCHEMA = fastavro.parse_schema(json.loads(update_avro.SCHEMA_TEXT))
 
@@ -240,3 +242,19 @@ def test_decode_many_reports_bad_records_by_position() -> None:
     assert batch.positions == [0, 2]
     assert list(batch.errors) == [1] and batch.errors[1].field == "as_of"
     assert [u.user_id for u in batch.updates] == ["u", "u"]
+
+
+def test_mixed_batches_are_read_by_marker() -> None:
+    vector = np.arange(3, dtype=np.float32)
+    update = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 2.0, 4)
+    as_json = encode_json(update)
+    out = update_avro.decode_mixed(
+        [update_avro.encode(update), as_json, b"{", _record(as_of=math.nan)]
+    )
+    assert isinstance(out[0], LTEUpdate) and out[0].version == 4
+    assert isinstance(out[1], LTEUpdate) and out[1].user_id == "u"
+    assert isinstance(out[2], UpdateFormatError) and out[2].field == "value"
+    assert isinstance(out[3], UpdateFormatError) and out[3].field == "as_of"
+    only_json = update_avro.decode_mixed([as_json])[0]
+    assert isinstance(only_json, LTEUpdate)
+    _same(only_json, decode_json(as_json))
