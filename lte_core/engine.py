@@ -218,7 +218,7 @@ class WindowEngine:
         reader: WindowReader,
         users: Sequence[bytes],
         events: EventColumns,
-        now: float,
+        now: float | F64,
         *,
         partition: int = -1,
     ) -> EngineResult:
@@ -229,6 +229,9 @@ class WindowEngine:
         backwards (the worker keeps a per-partition clock high-water mark); under that rule
         a redelivered event of a deleted user is older than the window and counts as
         ``late`` instead of ``duplicate``, with the same effect.
+
+        ``now`` may also be one clock per user: windows are independent, so an offline
+        point-in-time read moves many users, each to its own next clock, in one call.
         """
         spec, g, nb = self.spec, self.spec.bucket, self.spec.n_buckets
         m = len(users)
@@ -240,7 +243,7 @@ class WindowEngine:
         stored_before = int(heads.n.sum())
         old_end = heads.end.copy()
         old_start = old_end - nb
-        end_now = spec.end_bucket(now)
+        end_now = spec.end_buckets(now) if isinstance(now, np.ndarray) else spec.end_bucket(now)
         new_end = np.where(heads.has_clock, np.maximum(old_end, end_now), end_now)
         new_start = new_end - nb
 
