@@ -162,7 +162,7 @@ class _UserLog:
 
     def position(self, users: I64, buckets: I64) -> I64:
         """Per ``(user, bucket)``: the first row of that user at or after that bucket."""
-        local = np.clip(buckets - self.low, 0, self.span - 1)
+        local = np.clip(buckets, self.low, self.low + self.span - 1) - self.low
         return np.searchsorted(self.key, users * self.span + local, side="left").astype(np.int64)
 
 
