@@ -204,13 +204,15 @@ class WindowEngine:
         )
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
         owners = users[starts]
-        vecs = self.vectors[items].astype(np.float64)
-        heads.sums[owners] += np.add.reduceat(signed_w[:, None] * vecs, starts)
+        # float32 vectors times float64 weights: float64 products, exact, without first
+        # copying the gathered vectors to float64 (a third of the time of this method)
+        vecs = self.vectors[items]
+        heads.sums[owners] += np.add.reduceat(np.multiply(vecs, signed_w[:, None]), starts)
         heads.weight_sum += np.bincount(users, weights=signed_w, minlength=len(heads))
         if heads.decayed_sums is not None:
             factor = np.exp2((buckets - new_end[users]).astype(np.float64) * self._decay_per_bucket)
             dw = signed_w * factor
-            heads.decayed_sums[owners] += np.add.reduceat(dw[:, None] * vecs, starts)
+            heads.decayed_sums[owners] += np.add.reduceat(np.multiply(vecs, dw[:, None]), starts)
             heads.decayed_weight += np.bincount(users, weights=dw, minlength=len(heads))
 
     def process(  # noqa: PLR0915 - one vectorised pass, clearer kept together
