@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -162,13 +163,9 @@ class _UserLog:
 
     def users_of(self, user_ids: npt.NDArray[np.str_]) -> I64:
         """Each id's user index, -1 for users the log does not know."""
-        import pyarrow as pa  # noqa: PLC0415
         import pyarrow.compute as pc  # noqa: PLC0415
 
-        found = pc.index_in(
-            pa.array(user_ids, type=pa.string()),
-            value_set=pa.array(self.user_ids, type=pa.string()),
-        )
+        found = pc.index_in(_arrow_strings(user_ids), value_set=_arrow_strings(self.user_ids))
         return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
 
     def position(self, users: I64, buckets: I64) -> I64:
@@ -177,12 +174,19 @@ class _UserLog:
         return np.searchsorted(self.key, users * self.span + local, side="left").astype(np.int64)
 
 
+def _arrow_strings(values: npt.NDArray[np.str_]) -> Any:
+    import pyarrow as pa  # noqa: PLC0415
+
+    strings = pa.array(values, type=pa.large_string())
+    if isinstance(strings, pa.ChunkedArray):  # big inputs may convert in chunks
+        strings = strings.combine_chunks()
+    return strings
+
+
 def _distinct(values: npt.NDArray[np.str_]) -> tuple[list[str], I64]:
     """The distinct strings (in order of first appearance) and each value's index among
     them; by hashing (pyarrow), several times faster than sorting 10^7 strings."""
-    import pyarrow as pa  # noqa: PLC0415 - the snapshot's only use of it outside output
-
-    encoded = pa.array(values, type=pa.string()).dictionary_encode()
+    encoded = _arrow_strings(values).dictionary_encode()
     return encoded.dictionary.to_pylist(), np.asarray(encoded.indices.to_numpy(), dtype=np.int64)
 
 
