@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from lte_cli.exit_status import reports_errors
-from lte_cli.options import DURATION, basis_option, window_option
+from lte_cli.options import (
+    basis_option,
+    bucket_option,
+    encoder_option,
+    lag_option,
+    type_weights_option,
+    window_option,
+)
 from lte_cli.worker_cmd import parse_type_weights
 from offline.datasets import LOG_FORMATS
 
@@ -40,39 +47,10 @@ SHOWN_OVERLAPS = 3
 )
 @basis_option
 @window_option
-@click.option(
-    "--lag",
-    envvar="LTE_LAG",
-    type=DURATION,
-    default="28d",
-    show_default=True,
-    show_envvar=True,
-    help="Lag L, as the worker's.",
-)
-@click.option(
-    "--bucket",
-    envvar="LTE_BUCKET",
-    type=DURATION,
-    default="1d",
-    show_default=True,
-    show_envvar=True,
-    help="Bucket G, as the worker's.",
-)
-@click.option(
-    "--encoder",
-    envvar="LTE_ENCODER",
-    default="mean",
-    show_default=True,
-    show_envvar=True,
-    help="mean | recency:<half-life> | ae:<artifact dir>, as the worker's.",
-)
-@click.option(
-    "--type-weights",
-    envvar="LTE_TYPE_WEIGHTS",
-    default=None,
-    show_envvar=True,
-    help="Per-type weight multipliers, as the worker's (e.g. view=1,cart=3,order=5).",
-)
+@lag_option
+@bucket_option
+@encoder_option
+@type_weights_option
 @click.option(
     "--out",
     "out_path",

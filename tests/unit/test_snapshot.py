@@ -11,6 +11,7 @@ span many engine calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -252,66 +253,48 @@ def test_an_autoencoder_reads_the_same_windows_as_the_stream() -> None:
         np.testing.assert_allclose(snap.vectors[i], b.T @ c, atol=1e-5)
 
 
-def test_equal_timestamps_keep_file_order_and_all_count() -> None:
-    log = InteractionLog(
-        user_ids=np.array(["a"] * 3),
-        item_ids=np.array(["i1", "i2", "i1"]),
-        ts=np.array([10.0, 10.0, 10.0]),
-        weights=np.array([1.0, 1.0, 1.0]),
+def _log(users: list[str], items: list[str], ts: list[float]) -> InteractionLog:
+    return InteractionLog(
+        np.array(users, dtype=np.str_),
+        np.array(items, dtype=np.str_),
+        np.array(ts, dtype=np.float64),
+        np.ones(len(ts)),
     )
-    snap = point_in_time(
+
+
+def _mean(log: InteractionLog, users: list[str], ts: list[float], **kw: Any) -> Snapshot:
+    window = kw.pop("window", WindowSpec(5, 0, 1))
+    return point_in_time(
         log,
-        np.array(["a"]),
-        np.array([11.0]),
+        np.array(users, dtype=np.str_),
+        np.array(ts, dtype=np.float64),
         basis=IDENTITY,
-        window=WindowSpec(5, 0, 1),
+        window=window,
         encoder=EncoderSpec.parse("mean"),
+        **kw,
     )
+
+
+def test_equal_timestamps_keep_file_order_and_all_count() -> None:
+    snap = _mean(_log(["a"] * 3, ["i1", "i2", "i1"], [10.0] * 3), ["a"], [11.0])
     assert snap.n_events.tolist() == [3]
     np.testing.assert_allclose(snap.vectors[0], (2 * VECTORS[1] + VECTORS[2]) / 3, atol=1e-6)
 
 
 def test_a_log_without_any_known_item_is_refused_naming_it() -> None:
-    log = InteractionLog(
-        user_ids=np.array(["a"]),
-        item_ids=np.array(["x"]),
-        ts=np.array([1.0]),
-        weights=np.array([1.0]),
-    )
     with pytest.raises(SnapshotError, match=r"events\.jsonl: none of its 1 events"):
-        point_in_time(
-            log,
-            np.array(["a"]),
-            np.array([5.0]),
-            basis=IDENTITY,
-            window=WindowSpec(5, 0, 1),
-            encoder=EncoderSpec.parse("mean"),
-            source="events.jsonl",
-        )
-    empty = InteractionLog(
-        np.array([], dtype=np.str_), np.array([], dtype=np.str_), np.empty(0), np.empty(0)
-    )
+        _mean(_log(["a"], ["x"], [1.0]), ["a"], [5.0], source="events.jsonl")
     with pytest.raises(SnapshotError, match="no events"):
-        point_in_time(
-            empty,
-            np.array(["a"]),
-            np.array([5.0]),
-            basis=IDENTITY,
-            window=WindowSpec(5, 0, 1),
-            encoder=EncoderSpec.parse("mean"),
-        )
+        _mean(_log([], [], []), ["a"], [5.0])
+
+
+def test_no_pairs_give_an_empty_snapshot() -> None:
+    snap = _mean(_log(["a"], ["i1"], [1.0]), [], [])
+    assert len(snap) == 0 and snap.vectors.shape == (0, D)
 
 
 def test_overlap_is_window_end_after_the_sequence_start() -> None:
-    log = InteractionLog(np.array(["a"]), np.array(["i1"]), np.array([1.0]), np.array([1.0]))
-    snap = point_in_time(
-        log,
-        np.array(["a", "a", "a"]),
-        np.array([10.0, 10.0, 10.0]),
-        basis=IDENTITY,
-        window=WindowSpec(6, 3, 2),
-        encoder=EncoderSpec.parse("mean"),
-    )
+    snap = _mean(_log(["a"], ["i1"], [1.0]), ["a"] * 3, [10.0] * 3, window=WindowSpec(6, 3, 2))
     # end = b(10 - 3) = 3 -> window_end = 6 s
     assert snap.window_end.tolist() == [6.0, 6.0, 6.0]
     assert overlapping(snap, np.array([5.0, 6.0, 7.0])).tolist() == [True, False, False]
