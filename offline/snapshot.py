@@ -69,8 +69,9 @@ class Snapshot:
     """One row per requested ``(user, t)`` pair, in request order, with the fields of the
     ``lte-updates`` record the stream would have served at ``t`` (``as_of = t``).
     ``coefficients`` and ``vectors`` are NaN rows where the window is empty (the stream
-    sends ``vector = null`` there). ``unknown_items`` counts log events skipped because
-    the basis does not know their item (the worker dead-letters those)."""
+    sends ``vector = null`` there); with the identity basis (K = d) they are one and the
+    same array, as in the stream's updates. ``unknown_items`` counts log events skipped
+    because the basis does not know their item (the worker dead-letters those)."""
 
     basis_version: str
     encoder: str
