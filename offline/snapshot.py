@@ -305,6 +305,7 @@ class _Steps:
 
 
 def _engine_half_life(spec: EncoderSpec) -> float | None:
+    """The engine keeps decayed sums only for ``recency`` (as the worker's settings say)."""
     return float(spec.half_life) if spec.kind == "recency" else None
 
 
@@ -352,8 +353,9 @@ def point_in_time(
 
     first_end = np.zeros(len(events.user_ids), dtype=np.int64)
     first_end[steps.user[steps.rank == 0]] = steps.end[steps.rank == 0]
-    store = LogWindowStore(events, basis.d, encoder.kind == "recency", first_end)
-    engine = WindowEngine(window, basis.item_vectors, half_life=_engine_half_life(encoder))
+    half_life = _engine_half_life(encoder)
+    store = LogWindowStore(events, basis.d, half_life is not None, first_end)
+    engine = WindowEngine(window, basis.item_vectors, half_life=half_life)
     keys = [u.encode() for u in events.user_ids.tolist()]
     pairs_by_step = np.argsort(steps.of_pair, kind="stable")[np.count_nonzero(pair_user < 0) :]
     step_seg = np.searchsorted(steps.of_pair[pairs_by_step], np.arange(len(steps.user) + 1))
