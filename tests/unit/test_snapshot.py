@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lte_core.autoencoder import AutoencoderArtifact, AutoencoderWeights
@@ -190,6 +190,7 @@ def test_recency_equals_the_oracle_on_a_reduced_basis(case: Case, half_life: int
     assert_matches(snap, case, REDUCED, half_life=float(half_life))
 
 
+@settings(max_examples=60)  # a second path over the same cases; the oracle tests go wide
 @given(case=cases())
 def test_the_answer_does_not_depend_on_how_steps_are_cut_into_engine_calls(
     case: Case,
