@@ -25,6 +25,7 @@ def _register() -> None:
     from lte_cli.refresher_cmd import refresher  # noqa: PLC0415
     from lte_cli.replay_cmd import replay  # noqa: PLC0415
     from lte_cli.serve_cmd import serve  # noqa: PLC0415
+    from lte_cli.snapshot_cmd import snapshot  # noqa: PLC0415
     from lte_cli.train_cmd import train_encoder  # noqa: PLC0415
     from lte_cli.worker_cmd import worker  # noqa: PLC0415
 
@@ -37,6 +38,7 @@ def _register() -> None:
     cli.add_command(replay)
     cli.add_command(train_encoder)
     cli.add_command(evaluate_cmd)
+    cli.add_command(snapshot)
 
 
 _register()

@@ -154,6 +154,43 @@ window_option = click.option(
     help="Window length W.",
 )
 
+lag_option = click.option(
+    "--lag",
+    envvar="LTE_LAG",
+    type=DURATION,
+    default="28d",
+    show_default=True,
+    show_envvar=True,
+    help="Lag L: the window ends L before the clock.",
+)
+
+bucket_option = click.option(
+    "--bucket",
+    envvar="LTE_BUCKET",
+    type=DURATION,
+    default="1d",
+    show_default=True,
+    show_envvar=True,
+    help="Bucket G: the window moves in steps of G.",
+)
+
+encoder_option = click.option(
+    "--encoder",
+    envvar="LTE_ENCODER",
+    default="mean",
+    show_default=True,
+    show_envvar=True,
+    help="mean | recency:<half-life> | ae:<artifact dir>.",
+)
+
+type_weights_option = click.option(
+    "--type-weights",
+    envvar="LTE_TYPE_WEIGHTS",
+    default=None,
+    show_envvar=True,
+    help="Per-type weight multipliers, e.g. view=1,cart=3,order=5 (others rejected).",
+)
+
 updates_topic_option = click.option(
     "--updates-topic",
     envvar="LTE_UPDATES_TOPIC",

@@ -11,13 +11,17 @@ from lte_cli.exit_status import reports_errors
 from lte_cli.options import (
     DURATION,
     basis_option,
+    bucket_option,
+    encoder_option,
     kafka_options,
     kafka_settings,
+    lag_option,
     log_level_option,
     metrics_host_option,
     partitions_option,
     run_until_signalled,
     session_timeout_option,
+    type_weights_option,
     updates_topic_option,
     window_option,
 )
@@ -50,32 +54,9 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
 @kafka_options
 @basis_option
 @window_option
-@click.option(
-    "--lag",
-    envvar="LTE_LAG",
-    type=DURATION,
-    default="28d",
-    show_default=True,
-    show_envvar=True,
-    help="Lag L: the window ends L before the clock.",
-)
-@click.option(
-    "--bucket",
-    envvar="LTE_BUCKET",
-    type=DURATION,
-    default="1d",
-    show_default=True,
-    show_envvar=True,
-    help="Bucket G: the window moves in steps of G.",
-)
-@click.option(
-    "--encoder",
-    envvar="LTE_ENCODER",
-    default="mean",
-    show_default=True,
-    show_envvar=True,
-    help="mean | recency:<half-life> | ae:<artifact dir>.",
-)
+@lag_option
+@bucket_option
+@encoder_option
 @click.option(
     "--now",
     envvar="LTE_NOW",
@@ -141,13 +122,7 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     show_default=True,
     show_envvar=True,
 )
-@click.option(
-    "--type-weights",
-    envvar="LTE_TYPE_WEIGHTS",
-    default=None,
-    show_envvar=True,
-    help="Per-type weight multipliers, e.g. view=1,cart=3,order=5 (others rejected).",
-)
+@type_weights_option
 @click.option(
     "--batch-max-records",
     envvar="LTE_BATCH_MAX_RECORDS",

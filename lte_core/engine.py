@@ -204,13 +204,15 @@ class WindowEngine:
         )
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
         owners = users[starts]
-        vecs = self.vectors[items].astype(np.float64)
-        heads.sums[owners] += np.add.reduceat(signed_w[:, None] * vecs, starts)
+        # float32 vectors times float64 weights: float64 products, exact, without first
+        # copying the gathered vectors to float64 (a third of the time of this method)
+        vecs = self.vectors[items]
+        heads.sums[owners] += np.add.reduceat(np.multiply(vecs, signed_w[:, None]), starts)
         heads.weight_sum += np.bincount(users, weights=signed_w, minlength=len(heads))
         if heads.decayed_sums is not None:
             factor = np.exp2((buckets - new_end[users]).astype(np.float64) * self._decay_per_bucket)
             dw = signed_w * factor
-            heads.decayed_sums[owners] += np.add.reduceat(dw[:, None] * vecs, starts)
+            heads.decayed_sums[owners] += np.add.reduceat(np.multiply(vecs, dw[:, None]), starts)
             heads.decayed_weight += np.bincount(users, weights=dw, minlength=len(heads))
 
     def process(  # noqa: PLR0915 - one vectorised pass, clearer kept together
@@ -218,7 +220,7 @@ class WindowEngine:
         reader: WindowReader,
         users: Sequence[bytes],
         events: EventColumns,
-        now: float,
+        now: float | F64,
         *,
         partition: int = -1,
     ) -> EngineResult:
@@ -229,6 +231,9 @@ class WindowEngine:
         backwards (the worker keeps a per-partition clock high-water mark); under that rule
         a redelivered event of a deleted user is older than the window and counts as
         ``late`` instead of ``duplicate``, with the same effect.
+
+        ``now`` may also be one clock per user: windows are independent, so an offline
+        point-in-time read moves many users, each to its own next clock, in one call.
         """
         spec, g, nb = self.spec, self.spec.bucket, self.spec.n_buckets
         m = len(users)
@@ -240,7 +245,7 @@ class WindowEngine:
         stored_before = int(heads.n.sum())
         old_end = heads.end.copy()
         old_start = old_end - nb
-        end_now = spec.end_bucket(now)
+        end_now = spec.end_buckets(now) if isinstance(now, np.ndarray) else spec.end_bucket(now)
         new_end = np.where(heads.has_clock, np.maximum(old_end, end_now), end_now)
         new_start = new_end - nb
 

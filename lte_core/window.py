@@ -84,6 +84,10 @@ class WindowSpec:
         """First bucket *not* in the window at clock ``now``."""
         return self.bucket_of(now - self.lag)
 
+    def end_buckets(self, now: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Vectorised :meth:`end_bucket`."""
+        return self.bucket_of_array(np.asarray(now, dtype=np.float64) - self.lag)
+
     def start_bucket(self, now: float) -> int:
         return self.end_bucket(now) - self.n_buckets
 

@@ -141,8 +141,11 @@ def _key_of(line: bytes) -> bytes | None:
     return user.encode() if isinstance(user, str) else None
 
 
-def read_interaction_log(path: Path, log_format: str = "auto") -> InteractionLog:
-    """MovieLens ``u.data`` (or a directory holding it) or JSON lines, by ``log_format``."""
+def read_interaction_log(
+    path: Path, log_format: str = "auto", *, type_weights: dict[str, float] | None = None
+) -> InteractionLog:
+    """MovieLens ``u.data`` (or a directory holding it) or JSON lines, by ``log_format``;
+    ``type_weights`` as the worker's ``--type-weights`` (JSON lines only)."""
     if log_format not in LOG_FORMATS:
         raise DatasetError(f"--log-format: expected one of {', '.join(LOG_FORMATS)}")
     if log_format == "auto":
@@ -157,4 +160,4 @@ def read_interaction_log(path: Path, log_format: str = "auto") -> InteractionLog
             )
     if log_format == "movielens":
         return read_movielens_ratings(path / "u.data" if path.is_dir() else path)
-    return read_interactions_jsonl(path)
+    return read_interactions_jsonl(path, type_weights=type_weights)

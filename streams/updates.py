@@ -12,6 +12,7 @@ import orjson
 from lte_core.encoders import Encoder
 from lte_core.engine import NEVER, EngineResult
 from lte_core.window import WindowSpec
+from lte_core.window_lte import window_ltes
 from streams.clock import Clock
 
 
@@ -76,24 +77,19 @@ class UpdateBuilder:
         if len(rows) == 0:
             return NO_UPDATES
         due = self.due_at(result, rows, now, event_due)
-        counts = result.summary.counts[rows]
-        filled = np.flatnonzero(counts > 0)
+        lte = window_ltes(self._spec, self._encoder, result.summary, result.end, rows)
         coef_text: list[bytes] = [b"null"] * len(rows)
         vec_text: list[bytes] = [b"null"] * len(rows)
-        if len(filled):
-            encoded = self._encoder.encode(result.summary.rows(rows[filled]))
-            vectors = _rows_json(encoded.vectors)
+        if len(lte.filled):
+            vectors = _rows_json(lte.vectors)
             coefficients = (
-                vectors
-                if encoded.coefficients is encoded.vectors
-                else _rows_json(encoded.coefficients)
+                vectors if lte.coefficients is lte.vectors else _rows_json(lte.coefficients)
             )
-            for j, position in enumerate(filled.tolist()):
+            for j, position in enumerate(lte.filled.tolist()):
                 vec_text[position] = vectors[j]
                 coef_text[position] = coefficients[j]
-        g = self._spec.bucket
-        ends = (result.end[rows] * g).tolist()
-        starts = ((result.end[rows] - self._spec.n_buckets) * g).tolist()
+        ends = lte.window_end.tolist()
+        starts = lte.window_start.tolist()
         dumps = orjson.dumps
         head = b'"basis_version":%b,"encoder":%b,"as_of":%b' % (
             dumps(self._basis_version),
@@ -122,8 +118,8 @@ class UpdateBuilder:
                 rows.tolist(),
                 starts,
                 ends,
-                counts.tolist(),
-                result.summary.weight_sums[rows].tolist(),
+                lte.n_events.tolist(),
+                lte.weight_sum.tolist(),
                 coef_text,
                 vec_text,
                 due.tolist(),
@@ -140,7 +136,7 @@ UPDATE_TEMPLATE = (
 )
 
 
-def _rows_json(matrix: npt.NDArray[np.float64]) -> list[bytes]:
-    """Each row of ``matrix`` as a JSON array of float32 numbers."""
-    text = orjson.dumps(matrix.astype(np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+def _rows_json(matrix: npt.NDArray[np.float32]) -> list[bytes]:
+    """Each row of ``matrix`` as a JSON array of numbers."""
+    text = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
     return [b"[" + row + b"]" for row in text[2:-2].split(b"],[")]

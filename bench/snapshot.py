@@ -1,0 +1,224 @@
+"""Point-in-time LTEs (``offline.snapshot.point_in_time``) against a naive per-pair recompute.
+
+A generated log (default 10^7 events, 10^5 users, 20,000 items, d=64, three years; Zipf item
+popularity) and uniformly random ``(user, t)`` pairs (default 10^6; 1% of users unknown to
+the log) over the log's span, window 365d, lag 28d, bucket 1d, encoder ``mean`` on the
+identity basis. Measured in one process:
+
+* ``snapshot``: :func:`~offline.snapshot.point_in_time` for all pairs, end to end (indexing
+  the log -- string ids included -- and the one pass), median of ``--repeats``, in wall
+  time and in this process's CPU time (on a shared machine the wall time includes waiting
+  for a core); the log indexing alone is timed too;
+* ``naive``: the baseline -- per pair, the user's events (the log pre-grouped by user,
+  grouping not timed) filtered to the window and averaged from scratch, then encoded -- on a
+  random subsample of ``--naive-pairs`` pairs, extrapolated to pairs/s (said in the output);
+* the answers of both on the subsample, which must agree within 1e-5;
+* memory: peak RSS growth of the snapshot call over the RSS with the log already loaded,
+  beside the sizes it is made of (log index per event, one head per user, the output);
+* writing the result as parquet (``offline.snapshot_files``), for scale.
+
+Results: ``bench/results/snapshot.json``.
+
+    nice -n 10 python -m bench.snapshot            # full size (minutes, ~6 GB peak)
+    python -m bench.snapshot --quick               # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.report import machine_info, save_results, table
+from lte_core.basis import BasisArtifact
+from lte_core.encoders import EncoderSpec, build_encoder
+from lte_core.head import head_bytes
+from lte_core.summary import WindowSummary
+from lte_core.window import WindowSpec
+from offline.datasets import InteractionLog
+from offline.snapshot import Snapshot, _UserLog, point_in_time
+from offline.snapshot_files import write_snapshot
+
+DAY = 86400
+RESULTS = Path(__file__).resolve().parent / "results"
+SPEC = WindowSpec(window=365 * DAY, lag=28 * DAY, bucket=DAY)
+T0 = 1_600_000_000.0
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc), MB."""
+    with Path("/proc/self/statm").open() as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(
+    args: argparse.Namespace,
+) -> tuple[BasisArtifact, InteractionLog, npt.NDArray[np.str_], npt.NDArray[np.float64]]:
+    events, users, items, d, pairs = args.events, args.users, args.items, args.d, args.pairs
+    rng = np.random.default_rng(args.seed)
+    vectors = rng.standard_normal((items, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    basis = BasisArtifact.build([f"i{i}" for i in range(items)], vectors)
+    span = 3 * 365 * DAY
+    popularity = 1.0 / np.arange(1, items + 1) ** 0.8
+    popularity /= popularity.sum()
+    log = InteractionLog(
+        user_ids=np.char.add("u", rng.integers(0, users, events).astype(str)),
+        item_ids=np.char.add("i", rng.choice(items, events, p=popularity).astype(str)),
+        ts=T0 + np.floor(rng.uniform(0, span, events)),
+        weights=np.ones(events),
+    )
+    pair_users = np.char.add("u", rng.integers(0, int(users * 1.01), pairs).astype(str))
+    pair_ts = T0 + rng.uniform(0, span + 30 * DAY, pairs)
+    return basis, log, pair_users, pair_ts
+
+
+def naive(
+    log: InteractionLog,
+    basis: BasisArtifact,
+    encoder: EncoderSpec,
+    pair_users: npt.NDArray[np.str_],
+    pair_ts: npt.NDArray[np.float64],
+) -> tuple[float, npt.NDArray[np.float32]]:
+    """Seconds for the pairs, and their vectors (NaN rows for empty windows)."""
+    rows = basis.rows_of(log.item_ids.tolist())
+    order = np.argsort(log.user_ids, kind="stable")
+    users = log.user_ids[order]
+    cuts = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+    by_user = {
+        str(users[lo]): order[lo:hi]
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)
+    }
+    built = build_encoder(encoder, basis)
+    out = np.full((len(pair_users), basis.d), np.nan, dtype=np.float32)
+    started = time.perf_counter()
+    for j, (user, clock) in enumerate(zip(pair_users.tolist(), pair_ts.tolist(), strict=True)):
+        mine = by_user.get(user)
+        if mine is None:
+            continue
+        end = SPEC.end_bucket(clock)
+        buckets = SPEC.bucket_of_array(log.ts[mine])
+        inside = mine[(buckets >= end - SPEC.n_buckets) & (buckets < end)]
+        if len(inside) == 0:
+            continue
+        w = log.weights[inside]
+        summary = WindowSummary(
+            sums=(w[:, None] * basis.item_vectors[rows[inside]].astype(np.float64)).sum(0)[None],
+            weight_sums=np.array([w.sum()]),
+            counts=np.array([len(inside)], dtype=np.int64),
+        )
+        out[j] = built.encode(summary).vectors[0]
+    return time.perf_counter() - started, out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    basis, log, pair_users, pair_ts = generate(args)
+    encoder = EncoderSpec.parse("mean")
+    call = {"basis": basis, "window": SPEC, "encoder": encoder}
+    loaded_rss = rss_mb()
+    times, cpu_times, index_times = [], [], []
+    snap: Snapshot | None = None
+    for _ in range(args.repeats):
+        snap = None
+        started, cpu = time.perf_counter(), time.process_time()
+        snap = point_in_time(log, pair_users, pair_ts, **call)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu)
+        started = time.perf_counter()
+        indexed = _UserLog.build(log, basis, SPEC, "bench")
+        index_times.append(time.perf_counter() - started)
+        del indexed
+    assert snap is not None
+    peak_growth = peak_rss_mb() - loaded_rss
+
+    rng = np.random.default_rng(args.seed + 1)
+    sample = rng.choice(len(pair_users), min(args.naive_pairs, len(pair_users)), replace=False)
+    naive_s, naive_vectors = naive(log, basis, encoder, pair_users[sample], pair_ts[sample])
+    got = snap.vectors[sample]
+    same_empty = bool((np.isnan(got[:, 0]) == np.isnan(naive_vectors[:, 0])).all())
+    filled = ~np.isnan(naive_vectors[:, 0])
+    worst = float(np.abs(got[filled] - naive_vectors[filled]).max()) if filled.any() else 0.0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        write_snapshot(Path(tmp) / "snapshot.parquet", snap)
+        parquet_s = time.perf_counter() - started
+        parquet_mb = (Path(tmp) / "snapshot.parquet").stat().st_size / 2**20
+
+    users_in_log = len(np.unique(log.user_ids))
+    snapshot_s = statistics.median(times)
+    result = {
+        "events": args.events,
+        "users": users_in_log,
+        "items": args.items,
+        "d": args.d,
+        "pairs": args.pairs,
+        "window": SPEC.describe(),
+        "repeats": args.repeats,
+        "snapshot_s": round(snapshot_s, 2),
+        "snapshot_pairs_s": round(args.pairs / snapshot_s),
+        "snapshot_cpu_s": round(statistics.median(cpu_times), 2),
+        "snapshot_pairs_per_cpu_s": round(args.pairs / statistics.median(cpu_times)),
+        "log_index_s": round(statistics.median(index_times), 2),
+        "one_pass_pairs_s": round(args.pairs / (snapshot_s - statistics.median(index_times))),
+        "naive_pairs_measured": len(sample),
+        "naive_s": round(naive_s, 3),
+        "naive_pairs_s_extrapolated": round(len(sample) / naive_s),
+        "speedup": round((args.pairs / snapshot_s) / (len(sample) / naive_s), 1),
+        "max_abs_diff_vs_naive": worst,
+        "same_empty_rows_as_naive": same_empty,
+        "empty_rows": int(np.count_nonzero(snap.n_events == 0)),
+        "rss_with_log_mb": round(loaded_rss),
+        "peak_rss_growth_mb": round(peak_growth),
+        "heads_mb": round(users_in_log * head_bytes(args.d, decayed=False) / 2**20),
+        "log_index_mb": round(args.events * 32 / 2**20),
+        "output_mb": round(snap.vectors.nbytes / 2**20),
+        "parquet_write_s": round(parquet_s, 2),
+        "parquet_mb": round(parquet_mb),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10^5 events, 10^4 pairs")
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--d", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--naive-pairs", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=RESULTS / "snapshot.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.users, args.pairs, args.naive_pairs = 100_000, 2_000, 10_000, 500
+    result = run(args)
+    print(table([{"measure": k, "value": v} for k, v in result.items()]))
+    target = result["snapshot_pairs_s"] >= 100_000
+    print(
+        f"\nsnapshot {result['snapshot_pairs_s']:,} pairs/s end to end "
+        f"({'meets' if target else 'misses'} the 10^5 pairs/s target); naive per-pair "
+        f"recompute {result['naive_pairs_s_extrapolated']:,} pairs/s, measured on "
+        f"{result['naive_pairs_measured']:,} pairs and extrapolated"
+    )
+    save_results(
+        args.out, {"quick": args.quick, "machine": machine_info(), "rows": [result], **result}
+    )
+
+
+if __name__ == "__main__":
+    main()

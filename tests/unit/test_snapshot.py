@@ -1,0 +1,301 @@
+"""``offline.snapshot.point_in_time`` against a from-scratch oracle (tests/oracle.py).
+
+The oracle decides window membership with exact rational arithmetic and recomputes every
+pair's window from the whole log; it shares no code path with the engine, the log store or
+the step planner. Hypothesis draws event and pair times on and around bucket edges (where an
+off-by-one in ``b(T - L)`` shows), pairs before, inside and after the log, unknown users and
+unknown items, duplicated and unsorted pairs, and tiny per-call limits so one user's clocks
+span many engine calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lte_core.autoencoder import AutoencoderArtifact, AutoencoderWeights
+from lte_core.basis import BasisArtifact
+from lte_core.encoders import EncoderSpec
+from lte_core.window import WindowSpec
+from offline import snapshot as snapshot_module
+from offline.datasets import InteractionLog
+from offline.snapshot import Snapshot, SnapshotError, overlapping, point_in_time
+from tests.oracle import Ev, Spec, bounds, bucket_of, in_window
+
+N_ITEMS, D = 12, 5
+RNG = np.random.default_rng(5)
+VECTORS = RNG.standard_normal((N_ITEMS, D)).astype(np.float32)
+IDS = [f"i{i}" for i in range(N_ITEMS)]
+IDENTITY = BasisArtifact.build(IDS, VECTORS)
+REDUCED = BasisArtifact.build(IDS, VECTORS, k=3)
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: WindowSpec
+    log: InteractionLog
+    pair_users: npt.NDArray[np.str_]
+    pair_ts: npt.NDArray[np.float64]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    g = draw(st.sampled_from([1, 5, 60]))
+    spec = WindowSpec(
+        window=g * draw(st.integers(1, 6)),
+        lag=g * draw(st.integers(0, 3)) + draw(st.sampled_from([0, 0, g // 2])),
+        bucket=g,
+    )
+    horizon = 30 * g
+
+    def instant() -> st.SearchStrategy[float]:
+        # a bucket edge, just before or after one, or anywhere
+        edge = st.integers(-2, horizon).map(lambda k: float(k * g))
+        near = st.tuples(st.integers(-2, horizon), st.sampled_from([-1e-6, 1e-6, 0.5])).map(
+            lambda t: t[0] * g + t[1] * g
+        )
+        anywhere = st.floats(-2.0 * g, float(horizon * g)).map(lambda t: round(t, 6))
+        return st.one_of(edge, near, anywhere)
+
+    n = draw(st.integers(1, 40))
+    users = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=n, max_size=n))
+    items = draw(
+        st.lists(
+            st.one_of(st.integers(0, N_ITEMS - 1).map(lambda i: f"i{i}"), st.just("unknown")),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    items[draw(st.integers(0, n - 1))] = f"i{draw(st.integers(0, N_ITEMS - 1))}"
+    ts = draw(st.lists(instant(), min_size=n, max_size=n))
+    weights = draw(st.lists(st.sampled_from([0.5, 1.0, 2.0, 3.25]), min_size=n, max_size=n))
+    m = draw(st.integers(1, 30))
+    pair_users = draw(
+        st.lists(st.sampled_from(["a", "b", "c", "d", "nobody"]), min_size=m, max_size=m)
+    )
+    pair_ts = draw(
+        st.lists(
+            st.one_of(instant(), instant().map(lambda t: t + spec.lag)),
+            min_size=len(pair_users),
+            max_size=len(pair_users),
+        )
+    )
+    return Case(
+        spec=spec,
+        log=InteractionLog(
+            user_ids=np.asarray(users, dtype=np.str_),
+            item_ids=np.asarray(items, dtype=np.str_),
+            ts=np.asarray(ts, dtype=np.float64),
+            weights=np.asarray(weights, dtype=np.float64),
+        ),
+        pair_users=np.asarray(pair_users, dtype=np.str_),
+        pair_ts=np.asarray(pair_ts, dtype=np.float64),
+    )
+
+
+def oracle_means(
+    case: Case, half_life: float | None
+) -> list[tuple[int, int, int, float, npt.NDArray[np.float64] | None]]:
+    """Per pair: (window start, end bucket, n, weight total, weighted mean) from scratch."""
+    spec = Spec(case.spec.window, case.spec.lag, case.spec.bucket)
+    out = []
+    for user, clock in zip(case.pair_users.tolist(), case.pair_ts.tolist(), strict=True):
+        events = [
+            Ev(item=int(i[1:]), ts=t, weight=w)
+            for u, i, t, w in zip(
+                case.log.user_ids.tolist(),
+                case.log.item_ids.tolist(),
+                case.log.ts.tolist(),
+                case.log.weights.tolist(),
+                strict=True,
+            )
+            if u == user and i != "unknown"
+        ]
+        start, end = bounds(spec, clock)
+        inside = in_window(spec, clock, events)
+        total = np.zeros(D)
+        weight = 0.0
+        decayed_total = np.zeros(D)
+        decayed_weight = 0.0
+        for e in inside:
+            total += e.weight * VECTORS[e.item].astype(np.float64)
+            weight += e.weight
+            if half_life is not None:
+                age = end - bucket_of(e.ts, spec.bucket)
+                factor = e.weight * 2.0 ** (-age * spec.bucket / half_life)
+                decayed_total += factor * VECTORS[e.item].astype(np.float64)
+                decayed_weight += factor
+        if not inside:
+            mean = None
+        elif half_life is None:
+            mean = total / weight
+        else:
+            mean = decayed_total / decayed_weight
+        out.append((start, end, len(inside), weight, mean))
+    return out
+
+
+def assert_matches(
+    snap: Snapshot, case: Case, basis: BasisArtifact, half_life: float | None = None
+) -> None:
+    assert len(snap) == len(case.pair_users)
+    assert snap.user_ids.tolist() == case.pair_users.tolist()
+    assert snap.as_of.tolist() == case.pair_ts.tolist()
+    g = case.spec.bucket
+    b = basis.basis.astype(np.float64)
+    for i, (start, end, n, weight, mean) in enumerate(oracle_means(case, half_life)):
+        assert snap.window_start[i] == start * g and snap.window_end[i] == end * g
+        assert snap.n_events[i] == n, (i, snap.n_events[i], n)
+        if mean is None:
+            assert np.isnan(snap.vectors[i]).all() and np.isnan(snap.coefficients[i]).all()
+            assert snap.weight_sum[i] == 0.0
+            continue
+        assert snap.weight_sum[i] == pytest.approx(weight, rel=1e-12)
+        np.testing.assert_allclose(snap.coefficients[i], b @ mean, atol=1e-5)
+        np.testing.assert_allclose(snap.vectors[i], b.T @ (b @ mean), atol=1e-5)
+
+
+@given(case=cases())
+def test_mean_equals_the_oracle_on_the_identity_basis(case: Case) -> None:
+    snap = point_in_time(
+        case.log,
+        case.pair_users,
+        case.pair_ts,
+        basis=IDENTITY,
+        window=case.spec,
+        encoder=EncoderSpec.parse("mean"),
+    )
+    assert snap.encoder == "mean" and snap.basis_version == IDENTITY.basis_version
+    assert snap.unknown_items == int(np.count_nonzero(case.log.item_ids == "unknown"))
+    assert_matches(snap, case, IDENTITY)
+
+
+@given(case=cases(), half_life=st.sampled_from([1, 7, 90]))
+def test_recency_equals_the_oracle_on_a_reduced_basis(case: Case, half_life: int) -> None:
+    snap = point_in_time(
+        case.log,
+        case.pair_users,
+        case.pair_ts,
+        basis=REDUCED,
+        window=case.spec,
+        encoder=EncoderSpec("recency", half_life=half_life),
+    )
+    assert snap.coefficients.shape == (len(case.pair_users), 3)
+    assert_matches(snap, case, REDUCED, half_life=float(half_life))
+
+
+@settings(max_examples=60)  # a second path over the same cases; the oracle tests go wide
+@given(case=cases())
+def test_the_answer_does_not_depend_on_how_steps_are_cut_into_engine_calls(
+    case: Case,
+) -> None:
+    args = {"basis": REDUCED, "window": case.spec, "encoder": EncoderSpec.parse("mean")}
+    whole = point_in_time(case.log, case.pair_users, case.pair_ts, **args)  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshot_module, "EVENTS_PER_CALL", 2)
+        patch.setattr(snapshot_module, "USERS_PER_CALL", 1)
+        cut = point_in_time(case.log, case.pair_users, case.pair_ts, **args)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(whole.n_events, cut.n_events)
+    np.testing.assert_allclose(whole.vectors, cut.vectors, atol=1e-6)
+    assert_matches(cut, case, REDUCED)
+
+
+def test_an_autoencoder_reads_the_same_windows_as_the_stream() -> None:
+    rng = np.random.default_rng(3)
+    weights = AutoencoderWeights(
+        hidden_weight=rng.normal(0, 0.5, (4, D + 1)).astype(np.float32),
+        hidden_bias=rng.normal(0, 0.5, 4).astype(np.float32),
+        out_weight=rng.normal(0, 0.5, (3, 4)).astype(np.float32),
+        out_bias=rng.normal(0, 0.1, 3).astype(np.float32),
+    )
+    artifact = AutoencoderArtifact.create(weights, {"basis_version": REDUCED.basis_version})
+    case = Case(
+        spec=WindowSpec(window=10, lag=2, bucket=1),
+        log=InteractionLog(
+            user_ids=np.array(["a", "a", "a", "b"]),
+            item_ids=np.array(["i1", "i2", "i3", "i4"]),
+            ts=np.array([0.0, 3.0, 5.5, 1.0]),
+            weights=np.array([1.0, 2.0, 1.0, 1.0]),
+        ),
+        pair_users=np.array(["a", "a", "b", "a"]),
+        pair_ts=np.array([7.0, 5.0, 20.0, 9.0]),
+    )
+    from tempfile import TemporaryDirectory  # noqa: PLC0415
+
+    with TemporaryDirectory() as tmp:
+        directory = artifact.save(f"{tmp}/ae")
+        snap = point_in_time(
+            case.log,
+            case.pair_users,
+            case.pair_ts,
+            basis=REDUCED,
+            window=case.spec,
+            encoder=EncoderSpec.parse(f"ae:{directory}"),
+        )
+    assert snap.encoder == artifact.name
+    assert snap.n_events.tolist() == [2, 1, 0, 3]
+    # h = relu(W1·[x, log1p(n)] + b1), c = B·x + W2·h + b2, v = Bᵀ·c (lte_core.autoencoder)
+    b = REDUCED.basis.astype(np.float64)
+    for i, (_, _, n, _, mean) in enumerate(oracle_means(case, None)):
+        if mean is None:
+            assert np.isnan(snap.vectors[i]).all()
+            continue
+        hidden = np.maximum(
+            weights.hidden_weight @ np.r_[mean, np.log1p(n)] + weights.hidden_bias, 0.0
+        )
+        c = b @ mean + weights.out_weight @ hidden + weights.out_bias
+        np.testing.assert_allclose(snap.coefficients[i], c, atol=1e-5)
+        np.testing.assert_allclose(snap.vectors[i], b.T @ c, atol=1e-5)
+
+
+def _log(users: list[str], items: list[str], ts: list[float]) -> InteractionLog:
+    return InteractionLog(
+        np.array(users, dtype=np.str_),
+        np.array(items, dtype=np.str_),
+        np.array(ts, dtype=np.float64),
+        np.ones(len(ts)),
+    )
+
+
+def _mean(log: InteractionLog, users: list[str], ts: list[float], **kw: Any) -> Snapshot:
+    window = kw.pop("window", WindowSpec(5, 0, 1))
+    return point_in_time(
+        log,
+        np.array(users, dtype=np.str_),
+        np.array(ts, dtype=np.float64),
+        basis=IDENTITY,
+        window=window,
+        encoder=EncoderSpec.parse("mean"),
+        **kw,
+    )
+
+
+def test_equal_timestamps_keep_file_order_and_all_count() -> None:
+    snap = _mean(_log(["a"] * 3, ["i1", "i2", "i1"], [10.0] * 3), ["a"], [11.0])
+    assert snap.n_events.tolist() == [3]
+    np.testing.assert_allclose(snap.vectors[0], (2 * VECTORS[1] + VECTORS[2]) / 3, atol=1e-6)
+
+
+def test_a_log_without_any_known_item_is_refused_naming_it() -> None:
+    with pytest.raises(SnapshotError, match=r"events\.jsonl: none of its 1 events"):
+        _mean(_log(["a"], ["x"], [1.0]), ["a"], [5.0], source="events.jsonl")
+    with pytest.raises(SnapshotError, match="no events"):
+        _mean(_log([], [], []), ["a"], [5.0])
+
+
+def test_no_pairs_give_an_empty_snapshot() -> None:
+    snap = _mean(_log(["a"], ["i1"], [1.0]), [], [])
+    assert len(snap) == 0 and snap.vectors.shape == (0, D)
+
+
+def test_overlap_is_window_end_after_the_sequence_start() -> None:
+    snap = _mean(_log(["a"], ["i1"], [1.0]), ["a"] * 3, [10.0] * 3, window=WindowSpec(6, 3, 2))
+    # end = b(10 - 3) = 3 -> window_end = 6 s
+    assert snap.window_end.tolist() == [6.0, 6.0, 6.0]
+    assert overlapping(snap, np.array([5.0, 6.0, 7.0])).tolist() == [True, False, False]
