@@ -42,7 +42,8 @@ class Sample:
     """One scrape of the worker and the refresher during the run (counters cumulative)."""
 
     wall: float  # seconds since the replay started
-    clock: float  # the window clock (simulated Unix time)
+    clock: float  # the window clock (simulated Unix time) as the demo reads it
+    worker_clock: float  # the clock of the latest batch or sweep, from the worker's metrics
     records: float  # input records the worker has judged (every outcome)
     written: float  # updates the refresher wrote to the store
     state_users: float

@@ -35,6 +35,7 @@ def sample(wall: float, clock: float, worker: Samples, refresher: Samples) -> Sa
     return Sample(
         wall=wall,
         clock=clock,
+        worker_clock=total(worker, "lte_worker_clock_seconds"),
         records=total(worker, "lte_events_total"),
         written=total(refresher, "lte_store_writes_total", outcome="written"),
         state_users=total(worker, "lte_state_users"),
