@@ -98,9 +98,7 @@ def test_demo_replays_in_compressed_time(tmp_path: Path) -> None:
         entries = store.get_many([StoreKey(basis.basis_version, "mean", u) for u in users])
     latest = {u: e.update.to_dict() for u, e in zip(users, entries, strict=True) if e is not None}
     assert_updates_match(latest, window_means(log, basis, SPEC, end))
-    last_seen: dict[str, float] = {}
-    for u, t in zip(log.user_ids.tolist(), log.ts.tolist(), strict=True):
-        last_seen[u] = t
+    last_seen = dict(zip(log.user_ids.tolist(), log.ts.tolist(), strict=True))  # time order
     silent = [u for u, t in last_seen.items() if t < end - SPEC.window - SPEC.lag - SPEC.bucket]
     assert len(silent) >= 5, "the stream should have users silent for longer than the window"
     assert {latest[u]["n_events"] for u in silent} == {0}

@@ -4,6 +4,7 @@ instants; the flags that build it."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -51,16 +52,14 @@ def test_simulated_clock_is_monotonic_and_runs_at_its_speed(
     wall = ScriptedWall([ANCHOR + o for o in offsets])
     clock = Clock(None, sim, wall=wall)
     readings = [clock.now() for _ in offsets]
-    assert all(b >= a for a, b in zip(readings, readings[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(readings))
     high = -1.0
     for offset, got in zip(offsets, readings, strict=True):
         expected = START + speed * max(0.0, offset)
         high = max(high, expected)
         # a float wall time near 1.8e9 s is exact to ~2.4e-7 s, times the speed
         assert got == pytest.approx(high, abs=speed * 1e-6)
-    forward = [
-        (a, b) for a, b in zip(offsets, offsets[1:], strict=False) if b > a >= 0 and b - a > 0.01
-    ]
+    forward = [(a, b) for a, b in itertools.pairwise(offsets) if b > a >= 0 and b - a > 0.01]
     for a, b in forward:
         ratio = (sim.at(ANCHOR + b) - sim.at(ANCHOR + a)) / ((b - a) * speed)
         assert ratio == pytest.approx(1.0, rel=1e-4)
@@ -100,7 +99,7 @@ def test_processes_started_at_different_moments_agree() -> None:
 @given(st.floats(0.0, 200 * 86400.0), st.floats(0.5, 1e6))
 def test_reached_at_is_the_wall_instant_the_clock_showed_t(offset: float, speed: float) -> None:
     """Due times are carried as wall instants: where a simulated time ``t`` was reached,
-    the clock read ``t`` (so staleness = write − due is real time)."""
+    the clock read ``t`` (so staleness = write - due is real time)."""
     sim = SimulatedTime(start=START, speed=speed, anchor=ANCHOR)
     t = START + offset
     wall = float(Clock(None, sim).reached_at(np.array([t]))[0])
