@@ -47,7 +47,7 @@ DEFAULT_REPLAY_SECONDS = 60.0
 #: take ~6 s to join their groups here); it holds at the log's first event until then
 STARTUP_SECONDS = 8.0
 WATCH_PERIOD = 0.25
-SWEEP_INTERVAL = "0.05"
+SWEEP_INTERVAL = "0.02"
 
 
 @dataclass(frozen=True, slots=True)

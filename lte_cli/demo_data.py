@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from lte_core.window import WindowSpec
-
-if TYPE_CHECKING:
-    from offline.datasets import InteractionLog
 
 Record = tuple[bytes | None, bytes]
 
@@ -88,11 +84,6 @@ def with_bad_records(
     return out, np.asarray(out_ts)
 
 
-def _from_log(log: InteractionLog, **fields: object) -> DemoData:
-    log = log.sorted_by_time()
-    return DemoData(user_ids=log.user_ids, item_ids=log.item_ids, ts=log.ts, **fields)  # type: ignore[arg-type]
-
-
 def movielens_genres(directory: Path) -> dict[str, tuple[str, ...]]:
     """``u.item``'s 19 genre flags named by ``u.genre``."""
     names = [
@@ -119,9 +110,11 @@ def movielens_data(directory: Path, events: int | None, window: str, lag: str) -
         log = type(log)(
             log.user_ids[:events], log.item_ids[:events], log.ts[:events], log.weights[:events]
         )
-    return _from_log(
-        log,
+    return DemoData(
         name=f"MovieLens 100K ({directory})",
+        user_ids=log.user_ids,
+        item_ids=log.item_ids,
+        ts=log.ts,
         catalog=ml.item_ids,
         vectors=ml.vectors,
         titles=ml.titles,
@@ -143,10 +136,12 @@ def synthetic_data(events: int, users: int, days: float, window: str, lag: str) 
         item_ids=np.concatenate([c.item_ids for c in chunks]),
         ts=np.concatenate([c.ts for c in chunks]),
         weights=np.concatenate([c.weights for c in chunks]),
-    )
+    ).sorted_by_time()
     cat = stream.catalog
-    return _from_log(
-        log,
+    return DemoData(
+        user_ids=log.user_ids,
+        item_ids=log.item_ids,
+        ts=log.ts,
         name=f"synthetic ({events:,} events, {users:,} users, {len(cat.item_ids):,} items)",
         catalog=cat.item_ids,
         vectors=cat.vectors,

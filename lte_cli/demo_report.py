@@ -32,6 +32,8 @@ from matplotlib.figure import Figure
 from lte_runtime.metrics_scrape import quantile
 
 DAY = 86400.0
+#: intervals of the quantile-over-time panels (enough observations in each for a quantile)
+INTERVALS = 24
 #: the Unix epoch in matplotlib's date numbers (days)
 EPOCH = float(mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC)))  # type: ignore[no-untyped-call]
 Cumulative = list[tuple[float, float]]
@@ -56,7 +58,7 @@ class Sample:
 class UserTrack:
     """One user's stored LTE each time it changed: ``as_of``, cosine to the final LTE (and
     between the deviations from the population mean LTE, which move much more), events in the
-    window; ``notes`` are (as_of, cosine, what sets the LTE apart then)."""
+    window; ``notes`` are (as_of, deviation cosine, what set the LTE apart then)."""
 
     user: str
     as_of: list[float]
@@ -168,9 +170,9 @@ def _axis(ax: Any, simulated: bool) -> None:
     ax.grid(alpha=0.3)
 
 
-def _legend(ax: Any, twin: Any) -> None:
+def _legend(ax: Any, twin: Any, loc: str = "upper left") -> None:
     lines = ax.get_lines() + twin.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper left")
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc=loc)
 
 
 def _x(data: ReportData, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -212,7 +214,8 @@ def _quantiles_over_time(
 ) -> None:
     s = data.samples
     xs = [x.clock if data.simulated else x.wall for x in s]
-    edges = np.linspace(xs[0], xs[-1], 41) if xs[-1] > xs[0] else np.array([xs[0], xs[0] + 1])
+    hi = xs[-1] if xs[-1] > xs[0] else xs[0] + 1.0
+    edges = np.linspace(xs[0], hi, INTERVALS + 1)
     mids, _, p50, p99 = interval_quantiles(xs, hists, edges)
     ax.plot(_x(data, mids), np.asarray(p50) * scale, "o-", ms=3, label="p50")
     ax.plot(_x(data, mids), np.asarray(p99) * scale, "o-", ms=3, label="p99")
@@ -280,15 +283,20 @@ def _track(data: ReportData, ax: Any) -> None:
     twin = ax.twinx()
     twin.step(x, t.n_events, where="post", color="#bbbbbb", label="events in the window (right)")
     twin.set_ylabel("events in the window")
-    _legend(ax, twin)
-    for when, cos, text in t.notes:
+    _legend(ax, twin, loc="lower left")
+    for k, (when, cos, text) in enumerate(t.notes):
+        right = k >= len(t.notes) / 2
         ax.annotate(
             text,
             (_x(data, [when])[0], cos),
             textcoords="offset points",
-            xytext=(4, -14),
+            xytext=(-4 if right else 4, -16),
+            ha="right" if right else "left",
+            va="top",
             fontsize=6.5,
             arrowprops={"arrowstyle": "-", "color": "#888888", "lw": 0.5},
+            bbox={"fc": "white", "alpha": 0.85, "lw": 0},
+            zorder=10,
         )
     ax.set_title(f"user {t.user}: LTE as the window slides")
     _axis(ax, data.simulated)

@@ -295,6 +295,7 @@ def _track(res: Results) -> UserTrack | None:
     if final is None or not f.as_of:
         return None
     cosine = f.cosines_to(final)
+    deviation = f.cosines_to(final, res.population_mean)
     rank = Distinguisher(res.data, res.population_mean)
     filled = [k for k, v in enumerate(f.vectors) if v is not None]
     picks = sorted({filled[int(q * (len(filled) - 1))] for q in (0.0, 0.35, 0.7, 1.0)})
@@ -303,12 +304,12 @@ def _track(res: Results) -> UserTrack | None:
         vector = f.vectors[k]
         assert vector is not None
         titles = [t if len(t) <= 26 else t[:25] + "…" for t in rank.top(vector, 2)]
-        notes.append((f.as_of[k], cosine[k], "\n".join(titles)))
+        notes.append((f.as_of[k], deviation[k], "\n".join(titles)))
     return UserTrack(
         user=f.user,
         as_of=f.as_of,
         cosine=cosine,
-        deviation_cosine=f.cosines_to(final, res.population_mean),
+        deviation_cosine=deviation,
         n_events=f.n_events,
         notes=notes,
     )
