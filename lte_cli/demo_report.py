@@ -217,6 +217,8 @@ def _quantiles_over_time(
     hi = xs[-1] if xs[-1] > xs[0] else xs[0] + 1.0
     edges = np.linspace(xs[0], hi, INTERVALS + 1)
     mids, _, p50, p99 = interval_quantiles(xs, hists, edges)
+    if not mids:
+        ax.text(0.5, 0.5, "nothing observed", ha="center", transform=ax.transAxes)
     ax.plot(_x(data, mids), np.asarray(p50) * scale, "o-", ms=3, label="p50")
     ax.plot(_x(data, mids), np.asarray(p99) * scale, "o-", ms=3, label="p99")
     ax.set_yscale("log")
@@ -269,7 +271,8 @@ def _track(data: ReportData, ax: Any) -> None:
     if t is None:
         ax.set_title("no user had an LTE to follow")
         return
-    x = _x(data, t.as_of)
+    # A frozen clock never slides the window: the versions are then numbered instead.
+    x = _x(data, t.as_of) if data.simulated else np.arange(len(t.as_of), dtype=np.float64)
     ax.plot(x, t.cosine, ".-", ms=3, color="#8172b2", label="cosine to the final LTE")
     ax.plot(
         x,
@@ -288,7 +291,7 @@ def _track(data: ReportData, ax: Any) -> None:
         right = k >= len(t.notes) / 2
         ax.annotate(
             text,
-            (_x(data, [when])[0], cos),
+            (x[t.as_of.index(when)], cos),
             textcoords="offset points",
             xytext=(-4 if right else 4, -16),
             ha="right" if right else "left",
@@ -300,6 +303,8 @@ def _track(data: ReportData, ax: Any) -> None:
         )
     ax.set_title(f"user {t.user}: LTE as the window slides")
     _axis(ax, data.simulated)
+    if not data.simulated:
+        ax.set_xlabel("version of the stored LTE (frozen clock)")
 
 
 def build_figure(data: ReportData) -> Figure:
