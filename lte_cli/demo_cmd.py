@@ -31,6 +31,7 @@ import numpy as np
 
 from lte_cli.exit_status import reports_errors
 from lte_cli.options import DURATION
+from lte_core.duration import format_duration
 
 if TYPE_CHECKING:
     from lte_cli.demo_data import DemoData, Record
@@ -106,12 +107,12 @@ def follow_whom(data: DemoData) -> str:
     "--events",
     type=click.IntRange(min=1),
     default=None,
-    help="Events to replay (default: all of MovieLens, 300,000 synthetic).",
+    help="Events to replay (default: all of MovieLens, 100,000 synthetic).",
 )
 @click.option(
     "--users",
     type=click.IntRange(min=1),
-    default=20_000,
+    default=2_000,
     show_default=True,
     help="Users of the synthetic stream.",
 )
@@ -171,9 +172,8 @@ def demo(
     from lte_cli.demo_data import movielens_data, synthetic_data, with_bad_records  # noqa: PLC0415
     from lte_cli.demo_report import write_report  # noqa: PLC0415
     from lte_cli.demo_summary import Results, report_data, summarise  # noqa: PLC0415
-    from lte_cli.demo_watch import Follower, date  # noqa: PLC0415
+    from lte_cli.demo_watch import Follower  # noqa: PLC0415
     from lte_core.basis import BasisArtifact  # noqa: PLC0415
-    from lte_core.duration import format_duration  # noqa: PLC0415
     from lte_runtime.local_stack import LocalStack, StackConfig  # noqa: PLC0415
 
     if rate and not backlog:
@@ -190,7 +190,7 @@ def demo(
         dataset = (
             movielens_data(directory, events, w, g)
             if use_ml
-            else synthetic_data(events or 300_000, users, days, w, g)
+            else synthetic_data(events or 100_000, users, days, w, g)
         )
         basis = BasisArtifact.build(
             dataset.catalog,
@@ -202,29 +202,8 @@ def demo(
             dataset.records(), dataset.ts, max(1, len(dataset.ts) // 2000)
         )
     plan = plan_clock(dataset, speed, backlog)
-    span_days = (dataset.end - dataset.start) / 86400
-    console.print(
-        f"[bold]data[/]: {dataset.name}; {len(records):,} records "
-        f"(incl. {len(records) - len(dataset.ts)} malformed ones) from {date(dataset.start)} "
-        f"to {date(dataset.end)} UTC ({span_days:.0f} days); basis {basis.basis_version} "
-        f"d={basis.d}; run directory {run_dir}"
-    )
-    console.print(
-        f"[bold]window[/]: the LTE at clock T averages the events of "
-        f"[T - {g} - {w}, T - {g}) (window {w}, lag {g}, bucket 1d)"
-    )
-    if plan.speed is not None:
-        console.print(
-            f"[bold]clock[/]: simulated, {plan.speed:,.0f}x real time (one simulated day per "
-            f"{86400 / plan.speed:.2f} s; the log in {span_days * 86400 / plan.speed:.0f} s); "
-            "events are produced when the clock reaches their time, and the worker's windows "
-            "slide on the same clock"
-        )
-    else:
-        console.print(
-            f"[bold]clock[/]: frozen at {date(dataset.end)} UTC (--backlog): the whole log "
-            "arrives at once and everything is due at once"
-        )
+    _describe(console, dataset, plan, f"{basis.basis_version} d={basis.d}", len(records))
+    console.print(f"[bold]run directory[/]: {run_dir}")
     stack = LocalStack(
         StackConfig(
             run_dir=run_dir,
@@ -249,7 +228,8 @@ def demo(
         )
         follower = Follower(stack.api_url, follow_whom(dataset))
         samples = _run(console, stack, plan, records, ts, rate, follower)
-        results = Results.collect(dataset, stack, plan.simulated, samples, follower)
+        with console.status("reading every stored LTE back and checking it"):
+            results = Results.collect(dataset, stack, plan.simulated, samples, follower)
         console.print()
         summarise(console, results)
         report = write_report(run_dir, report_data(results))
@@ -259,6 +239,35 @@ def demo(
     finally:
         with console.status("stopping"):
             stack.stop()
+
+
+def _describe(console: Any, dataset: DemoData, plan: Plan, basis: str, n_records: int) -> None:
+    from lte_cli.demo_watch import date  # noqa: PLC0415
+
+    spec = dataset.spec
+    w, g = format_duration(spec.window), format_duration(spec.lag)
+    span_days = (dataset.end - dataset.start) / 86400
+    console.print(
+        f"[bold]data[/]: {dataset.name}; {n_records:,} records (incl. "
+        f"{n_records - len(dataset.ts)} malformed ones) from {date(dataset.start)} to "
+        f"{date(dataset.end)} UTC ({span_days:.0f} days); basis {basis}"
+    )
+    console.print(
+        f"[bold]window[/]: the LTE at clock T averages the events of "
+        f"[T - {g} - {w}, T - {g}) (window {w}, lag {g}, bucket 1d)"
+    )
+    if plan.speed is not None:
+        console.print(
+            f"[bold]clock[/]: simulated, {plan.speed:,.0f}x real time (one simulated day per "
+            f"{86400 / plan.speed:.2f} s; the log in {span_days * 86400 / plan.speed:.0f} s); "
+            "events are produced when the clock reaches their time, and the worker's windows "
+            "slide on the same clock"
+        )
+    else:
+        console.print(
+            f"[bold]clock[/]: frozen at {date(dataset.end)} UTC (--backlog): the whole log "
+            "arrives at once and everything is due at once"
+        )
 
 
 class _Display:

@@ -12,7 +12,8 @@ from rich.console import Console
 
 from lte_cli.demo_data import DemoData
 from lte_cli.demo_report import Sample, interval_quantiles
-from lte_cli.demo_summary import Results, summarise
+from lte_cli.demo_summary import Results, compare, summarise
+from lte_cli.demo_users import recompute
 from lte_cli.demo_watch import Follower
 from lte_core.window import WindowSpec
 from lte_runtime.metrics_scrape import quantile
@@ -63,6 +64,10 @@ def test_nothing_stored_yet_prints_words_not_nan() -> None:
         refresher={},
         stored={},
         population_mean=np.zeros(2),
+        checked=2,
+        differ=2,
+        worst=0.0,
+        waited=60.0,
     )
     console = Console(record=True, width=200)
     summarise(console, results)
@@ -95,3 +100,18 @@ def test_interval_quantiles_are_those_of_each_interval_growth(seed: int) -> None
         assert counts[k] == len(inside)
         assert p50[k] == pytest.approx(quantile(brute, 0.5))
         assert p99[k] == pytest.approx(quantile(brute, 0.99))
+
+
+def test_compare_counts_every_way_a_stored_lte_can_be_wrong() -> None:
+    expected = recompute(_data(), 3 * 86400.0)  # window [1d, 3d): u1's "b", u2's "a"
+    assert expected.users == ["u1", "u2"] and expected.counts.tolist() == [1, 1]
+    right = {
+        "u1": {"n_events": 1, "vector": [0.0, 1.0]},
+        "u2": {"n_events": 1, "vector": [1.0, 0.0]},
+    }
+    assert compare(expected, right) == (0, 0.0)
+    off = {**right, "u1": {"n_events": 1, "vector": [0.0, 1.0 + 2e-5]}}
+    assert compare(expected, off)[0] == 1
+    assert compare(expected, {**right, "u2": {"n_events": 2, "vector": [1.0, 0.0]}})[0] == 1
+    assert compare(expected, {**right, "u2": {"n_events": 0, "vector": None}})[0] == 1
+    assert compare(expected, {"u1": right["u1"]})[0] == 1
