@@ -1,10 +1,19 @@
-"""``lte demo`` — the whole pipeline on the embedded stack, with a summary and a report.
+"""``lte demo`` — the whole pipeline on the embedded stack, replayed in compressed time.
 
-Starts the embedded broker, the worker, the refresher and the read API as real processes;
-replays MovieLens 100K when it is available (otherwise a synthetic stream with the same
-structure), shows progress, prints what happened and what three users' long-term
-embeddings look like, and writes a PNG report. Ctrl-C stops every process cleanly; every run
-gets its own directory, so a second run needs no cleanup.
+Starts the embedded broker, the worker, the refresher and the read API as real processes and
+replays MovieLens 100K (otherwise a synthetic stream with the same structure) on a
+**simulated clock**: it runs at ``--speed`` (default: the whole log in about a minute), every
+event is produced when the clock reaches its timestamp, and the worker runs on the same
+clock (``--clock-start``/``--clock-speed``/``--clock-anchor``/``--clock-end``), so windows
+lag and slide as in production — also for users who fall silent — and due times and
+staleness mean what they mean live. ``--backlog`` is the other mode: the clock frozen at the
+end of the log and the whole log pushed at once (a backfill).
+
+While it runs it shows the simulated date, events/s, updates/s, staleness so far and users
+with state; the worker's and refresher's ``/metrics`` stay scrape-able (URLs printed). Then
+it prints a summary, a few users' LTEs in words, checks every stored LTE against a
+from-scratch recomputation, and writes a PNG report (:mod:`lte_cli.demo_report`). Ctrl-C
+stops every process; every run gets its own directory, so a second run needs no cleanup.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,156 +28,67 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
-import numpy.typing as npt
-import orjson
 
 from lte_cli.exit_status import reports_errors
-from lte_runtime.metrics_scrape import Samples
+from lte_cli.options import DURATION
+from lte_core.duration import format_duration
 
 if TYPE_CHECKING:
-    from offline.datasets import InteractionLog
+    from lte_cli.demo_data import DemoData, Record
+    from lte_cli.demo_report import Sample
+    from lte_cli.demo_watch import Follower
+    from lte_runtime.local_stack import LocalStack
+    from streams.clock import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+#: how long the replay lasts in real time by default (sets the speed)
+DEFAULT_REPLAY_SECONDS = 60.0
+#: the simulated clock starts ticking this long after the processes are launched (they
+#: take ~6 s to join their groups here); it holds at the log's first event until then
+STARTUP_SECONDS = 8.0
+WATCH_PERIOD = 0.25
+SWEEP_INTERVAL = "0.02"
 
 
-@dataclass(frozen=True)
-class DemoData:
-    """What the demo replays and how it reads the results."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How this run replays: the clock the demo and the worker share, and its flags."""
 
-    name: str
-    records: list[tuple[bytes | None, bytes]]
-    users: list[str]
-    item_ids: list[str]
-    vectors: npt.NDArray[np.float32]
-    titles: dict[str, str]
-    now: float
-    window: str
-    lag: str
-    history: dict[str, list[str]]  # user -> items in time order
-    last_seen: dict[str, float]  # user -> time of the last event
+    clock: Clock
+    worker_args: tuple[str, ...]
+    now: float | None
+    speed: float | None
+
+    @property
+    def simulated(self) -> bool:
+        return self.speed is not None
 
 
-def _bad_records(n: int, rng: np.random.Generator) -> list[tuple[bytes | None, bytes]]:
-    """A few broken records so the dead-letter path shows up in the summary."""
-    kinds = [
-        (b"u-bad", b"{not json"),
-        (b"u-bad", b'{"user_id":"u-bad","item_id":"no-such-item","ts":1}'),
-        (b"someone", b'{"user_id":"u-bad","item_id":"1","ts":1}'),
-        (b"u-bad", b'{"user_id":"u-bad","ts":1}'),
-    ]
-    return [kinds[int(i)] for i in rng.integers(0, len(kinds), n)]
+def plan_clock(data: DemoData, speed: float | None, backlog: bool) -> Plan:
+    from streams.clock import Clock, SimulatedTime  # noqa: PLC0415
 
-
-def _records_and_history(
-    logs: Iterable[InteractionLog],
-) -> tuple[list[tuple[bytes | None, bytes]], dict[str, list[str]], dict[str, float]]:
-    """The Kafka records to replay, each user's items and last event time, in replay order:
-    one pass over the events, the same for both data sources."""
-    records: list[tuple[bytes | None, bytes]] = []
-    history: dict[str, list[str]] = {}
-    last_seen: dict[str, float] = {}
-    for log in logs:
-        for u, i, t in zip(
-            log.user_ids.tolist(), log.item_ids.tolist(), log.ts.tolist(), strict=True
-        ):
-            records.append((u.encode(), orjson.dumps({"user_id": u, "item_id": i, "ts": t})))
-            history.setdefault(u, []).append(i)
-            last_seen[u] = t
-    return records, history, last_seen
-
-
-def movielens_data(directory: Path, events: int | None) -> DemoData:
-    from offline.datasets import load_movielens  # noqa: PLC0415
-
-    ml = load_movielens(directory)
-    log = ml.log.sorted_by_time()
-    if events is not None:
-        log = type(log)(
-            log.user_ids[:events], log.item_ids[:events], log.ts[:events], log.weights[:events]
-        )
-    records, history, last_seen = _records_and_history([log])
-    return DemoData(
-        name=f"MovieLens 100K ({directory})",
-        records=records,
-        users=sorted(history, key=int),
-        item_ids=ml.item_ids,
-        vectors=ml.vectors,
-        titles=ml.titles,
-        now=float(log.ts.max()) + 1.0,
-        window="90d",
-        lag="14d",
-        history=history,
-        last_seen=last_seen,
+    if backlog:
+        return Plan(Clock.create(data.end), (), data.end, None)
+    speed = speed or (data.end - data.start) / DEFAULT_REPLAY_SECONDS
+    sim = SimulatedTime(
+        start=data.start, speed=speed, anchor=time.time() + STARTUP_SECONDS, end=data.end
     )
-
-
-def synthetic_data(events: int, users: int) -> DemoData:
-    from offline.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
-
-    spec = SyntheticSpec(users=users, events=events, days=120.0, start=1_700_000_000.0)
-    stream = SyntheticStream(spec)
-    records, history, last_seen = _records_and_history(stream.chunks())
-    cat = stream.catalog
-    return DemoData(
-        name=f"synthetic ({events:,} events, {users:,} users, {len(cat.item_ids):,} items)",
-        records=records,
-        users=sorted(history),
-        item_ids=cat.item_ids,
-        vectors=cat.vectors,
-        titles=cat.titles,
-        now=spec.start + spec.days * 86400 + 1.0,
-        window="60d",
-        lag="7d",
-        history=history,
-        last_seen=last_seen,
+    args = (
+        *("--clock-start", repr(sim.start), "--clock-speed", repr(sim.speed)),
+        *("--clock-anchor", repr(sim.anchor), "--clock-end", repr(sim.end)),
+        *("--sweep-interval", SWEEP_INTERVAL),
     )
+    return Plan(Clock.create(None, sim), args, None, speed)
 
 
-async def _replay(
-    bootstrap: str,
-    records: list[tuple[bytes | None, bytes]],
-    rate: float,
-    advance: Any,
-    stop: asyncio.Event,
-) -> None:
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
-
-    from streams.batch_sender import BatchSender  # noqa: PLC0415
-    from streams.replay import replay  # noqa: PLC0415
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20, linger_ms=0
-    )
-    await producer.start()
-    try:
-        chunks = [records[i : i + 20_000] for i in range(0, len(records), 20_000)]
-        await replay(
-            BatchSender(producer), "interactions", chunks, rate=rate, progress=advance, stop=stop
-        )
-    finally:
-        await producer.stop()
-
-
-def _get(url: str) -> dict[str, Any] | None:
-    import urllib.error  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local API
-            doc: dict[str, Any] = orjson.loads(resp.read())
-            return doc
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def _nearest(data: DemoData, vector: npt.NDArray[np.float64], k: int = 5) -> list[str]:
-    v = vector / (np.linalg.norm(vector) or 1.0)
-    scores = data.vectors @ v.astype(np.float32)
-    return [
-        data.titles.get(data.item_ids[i], data.item_ids[i])
-        for i in np.argsort(-scores)[:k].tolist()
-    ]
+def follow_whom(data: DemoData) -> str:
+    """The user active on the most distinct days: their window moves all along."""
+    days = np.floor(data.ts / 86400.0).astype(np.int64)
+    pairs = np.unique(np.stack([np.unique(data.user_ids, return_inverse=True)[1], days]), axis=1)
+    counts = np.bincount(pairs[0])
+    users = np.unique(data.user_ids)
+    return str(users[int(np.argmax(counts))])
 
 
 @click.command()
@@ -188,21 +107,43 @@ def _nearest(data: DemoData, vector: npt.NDArray[np.float64], k: int = 5) -> lis
     "--events",
     type=click.IntRange(min=1),
     default=None,
-    help="Events to replay (default: all of MovieLens, 300,000 synthetic).",
+    help="Events to replay (default: all of MovieLens, 100,000 synthetic).",
 )
 @click.option(
     "--users",
     type=click.IntRange(min=1),
-    default=20_000,
+    default=2_000,
     show_default=True,
     help="Users of the synthetic stream.",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=1),
+    default=214.0,
+    show_default=True,
+    help="Span of the synthetic stream (MovieLens 100K spans 214 days).",
+)
+@click.option("--window", type=DURATION, default="90d", show_default=True, help="Window W.")
+@click.option("--lag", type=DURATION, default="14d", show_default=True, help="Lag L.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Simulated seconds per real second (default: the whole log in about "
+    f"{DEFAULT_REPLAY_SECONDS:.0f} s, ~310,000 for MovieLens).",
+)
+@click.option(
+    "--backlog",
+    is_flag=True,
+    help="Freeze the clock at the end of the log and push the whole log at once (a backfill) "
+    "instead of replaying it in compressed time.",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="Events per second to replay at; 0 = as fast as possible.",
+    help="With --backlog: events per second to push at; 0 = as fast as possible.",
 )
 @click.option(
     "--out",
@@ -213,55 +154,67 @@ def _nearest(data: DemoData, vector: npt.NDArray[np.float64], k: int = 5) -> lis
 )
 @reports_errors
 def demo(
-    data: Path | None, synthetic: bool, events: int | None, users: int, rate: float, out: Path
+    data: Path | None,
+    synthetic: bool,
+    events: int | None,
+    users: int,
+    days: float,
+    window: int,
+    lag: int,
+    speed: float | None,
+    backlog: bool,
+    rate: float,
+    out: Path,
 ) -> None:
-    """Run the whole pipeline on the embedded stack and report what it did."""
+    """Replay a log through the whole pipeline on the embedded stack, in compressed time."""
     from rich.console import Console  # noqa: PLC0415
 
+    from lte_cli.demo_data import movielens_data, synthetic_data, with_bad_records  # noqa: PLC0415
     from lte_cli.demo_report import write_report  # noqa: PLC0415
+    from lte_cli.demo_summary import Results, report_data, summarise  # noqa: PLC0415
+    from lte_cli.demo_watch import Follower  # noqa: PLC0415
     from lte_core.basis import BasisArtifact  # noqa: PLC0415
     from lte_runtime.local_stack import LocalStack, StackConfig  # noqa: PLC0415
-    from lte_runtime.metrics_scrape import buckets  # noqa: PLC0415
 
+    if rate and not backlog:
+        raise click.UsageError("--rate: only with --backlog (a replay is paced by its clock)")
+    if speed is not None and backlog:
+        raise click.UsageError("--speed: not with --backlog (its clock is frozen)")
     console = Console(stderr=True)
     run_dir = out / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     directory = data or DEFAULT_DATA
     use_ml = not synthetic and (directory / "u.data").is_file()
+    w, g = format_duration(window), format_duration(lag)
     with console.status("preparing data"):
         dataset = (
-            movielens_data(directory, events)
+            movielens_data(directory, events, w, g)
             if use_ml
-            else synthetic_data(events or 300_000, users)
+            else synthetic_data(events or 100_000, users, days, w, g)
         )
         basis = BasisArtifact.build(
-            dataset.item_ids,
+            dataset.catalog,
             dataset.vectors,
             content_model="all-MiniLM-L6-v2" if use_ml else "synthetic",
         )
         basis_dir = basis.save(run_dir / "basis")
-        rng = np.random.default_rng(1)
-        records = dataset.records + _bad_records(max(1, len(dataset.records) // 2000), rng)
-    console.print(
-        f"[bold]data[/]: {dataset.name}; {len(records):,} records "
-        f"(incl. {len(records) - len(dataset.records)} malformed ones), basis "
-        f"{basis.basis_version} d={basis.d}"
-    )
-    console.print(
-        f"[bold]window[/]: {dataset.window}, lag {dataset.lag}, bucket 1d; clock "
-        f"frozen at {datetime.fromtimestamp(dataset.now, UTC):%Y-%m-%d %H:%M} UTC; "
-        f"run directory {run_dir}"
-    )
+        records, ts = with_bad_records(
+            dataset.records(), dataset.ts, max(1, len(dataset.ts) // 2000)
+        )
+    plan = plan_clock(dataset, speed, backlog)
+    _describe(console, dataset, plan, f"{basis.basis_version} d={basis.d}", len(records))
+    console.print(f"[bold]run directory[/]: {run_dir}")
     stack = LocalStack(
         StackConfig(
             run_dir=run_dir,
             basis_dir=basis_dir,
-            window=dataset.window,
-            lag=dataset.lag,
+            window=w,
+            lag=g,
             bucket="1d",
-            now=dataset.now,
+            now=plan.now,
             store_url=f"rocksdb://{(run_dir / 'store').resolve()}",
             max_future_skew="1d",
+            worker_args=plan.worker_args,
             refresher_args=("--drift-reference-size", "200"),
         )
     )
@@ -269,19 +222,18 @@ def demo(
         with console.status("starting broker, worker, refresher and read API"):
             stack.start()
         console.print(
-            f"[bold]stack[/]: broker {stack.bootstrap}, worker metrics "
-            f":{stack.worker_port}, read API and refresher metrics {stack.api_url}"
+            f"[bold]stack[/]: broker {stack.bootstrap}; Prometheus metrics (scrape them while "
+            f"it runs): worker http://127.0.0.1:{stack.worker_port}/metrics, refresher "
+            f"{stack.api_url}/metrics; read API {stack.api_url}/v1/lte/{{user_id}}"
         )
-        samples = _run_pipeline(console, stack, records, rate)
-        w, r = stack.worker_metrics(), stack.refresher_metrics()
-        _summarise(console, dataset, stack, w, r, samples)
-        report = write_report(
-            run_dir / "report.png",
-            samples,
-            buckets(r, "lte_staleness_seconds"),
-            buckets(r, "lte_drift"),
-        )
-        console.print(f"[bold]report[/]: {report.resolve()}")
+        follower = Follower(stack.api_url, follow_whom(dataset))
+        samples = _run(console, stack, plan, records, ts, rate, follower)
+        with console.status("reading every stored LTE back and checking it"):
+            results = Results.collect(dataset, stack, plan.simulated, samples, follower)
+        console.print()
+        summarise(console, results)
+        report = write_report(run_dir, report_data(results))
+        console.print(f"[bold]report[/]: {report.resolve()} (its data: report.json)")
     except KeyboardInterrupt:
         console.print("interrupted; stopping every process")
     finally:
@@ -289,127 +241,146 @@ def demo(
             stack.stop()
 
 
-def _run_pipeline(
-    console: Any, stack: Any, records: list[tuple[bytes | None, bytes]], rate: float
-) -> list[tuple[float, float, float]]:
-    """Replay while showing produced / applied / stored; return (t, applied, stored) samples
-    until everything produced was applied and every emitted update stored."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+def _describe(console: Any, dataset: DemoData, plan: Plan, basis: str, n_records: int) -> None:
+    from lte_cli.demo_watch import date  # noqa: PLC0415
 
+    spec = dataset.spec
+    w, g = format_duration(spec.window), format_duration(spec.lag)
+    span_days = (dataset.end - dataset.start) / 86400
+    console.print(
+        f"[bold]data[/]: {dataset.name}; {n_records:,} records (incl. "
+        f"{n_records - len(dataset.ts)} malformed ones) from {date(dataset.start)} to "
+        f"{date(dataset.end)} UTC ({span_days:.0f} days); basis {basis}"
+    )
+    console.print(
+        f"[bold]window[/]: the LTE at clock T averages the events of "
+        f"[T - {g} - {w}, T - {g}) (window {w}, lag {g}, bucket 1d)"
+    )
+    if plan.speed is not None:
+        console.print(
+            f"[bold]clock[/]: simulated, {plan.speed:,.0f}x real time (one simulated day per "
+            f"{86400 / plan.speed:.2f} s; the log in {span_days * 86400 / plan.speed:.0f} s); "
+            "events are produced when the clock reaches their time, and the worker's windows "
+            "slide on the same clock"
+        )
+    else:
+        console.print(
+            f"[bold]clock[/]: frozen at {date(dataset.end)} UTC (--backlog): the whole log "
+            "arrives at once and everything is due at once"
+        )
+
+
+class _Display:
+    """The live progress: the simulated date on a bar over the log's span (the records
+    judged with --backlog), and a status line under it."""
+
+    def __init__(self, console: Any, plan: Plan, first: float, last: float, n: int) -> None:
+        from rich.console import Group  # noqa: PLC0415
+        from rich.live import Live  # noqa: PLC0415
+        from rich.progress import (  # noqa: PLC0415
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.text import Text  # noqa: PLC0415
+
+        self._plan, self._first, self._last, self._n = plan, first, last, n
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=40), TimeElapsedColumn()
+        )
+        self._task = self._progress.add_task("", total=1.0)
+        self._status = Text("")
+        self.live = Live(Group(self._progress, self._status), console=console)
+
+    def show(self, samples: list[Sample]) -> None:
+        from lte_cli.demo_watch import date, status_line  # noqa: PLC0415
+
+        last = samples[-1]
+        if self._plan.simulated:
+            started = last.clock > self._first
+            shown = f"simulated {date(last.clock)}" if started else "clock starts soon"
+            fraction = (last.clock - self._first) / (self._last - self._first)
+        else:
+            shown = f"judged {last.records:,.0f} / {self._n:,}"
+            fraction = last.records / self._n
+        self._progress.update(self._task, description=shown, completed=fraction)
+        self._status.plain = "  " + status_line(samples)
+
+
+def _run(
+    console: Any,
+    stack: LocalStack,
+    plan: Plan,
+    records: list[Record],
+    ts: Any,
+    rate: float,
+    follower: Follower,
+) -> list[Sample]:
+    """Replay while showing progress; return the samples taken until every record was
+    judged, every emitted update stored, and the clock reached the end of the log, for a
+    second (several sweeps) in a row."""
+    from lte_cli.demo_watch import sample  # noqa: PLC0415
     from lte_runtime.metrics_scrape import total  # noqa: PLC0415
 
-    samples: list[tuple[float, float, float]] = []
-    started = time.monotonic()
-    with Progress(
-        TextColumn("{task.description:>10}"),
-        BarColumn(),
-        TextColumn("{task.completed:>10,.0f} / {task.total:,.0f}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        produced = progress.add_task("produced", total=len(records))
-        applied = progress.add_task("applied", total=len(records))
-        stored = progress.add_task("stored", total=1)
+    last = float(ts[-1]) + 1.0
+    display = _Display(console, plan, float(ts[0]), last, len(records))
+    samples: list[Sample] = []
 
-        async def run() -> None:
-            stop = asyncio.Event()
-            sender = asyncio.create_task(
-                _replay(
-                    stack.bootstrap, records, rate, lambda n: progress.advance(produced, n), stop
-                )
-            )
-            done_since: float | None = None
-            while True:
+    async def run() -> None:
+        stop = asyncio.Event()
+        sender = asyncio.create_task(_produce(stack.bootstrap, plan, records, ts, rate, stop))
+        started = time.time()
+        done_since: float | None = None
+        try:
+            while done_since is None or time.monotonic() - done_since < 1.0:
                 w = await asyncio.to_thread(stack.worker_metrics)
                 r = await asyncio.to_thread(stack.refresher_metrics)
-                n_applied = total(w, "lte_events_total")
-                emitted = total(w, "lte_updates_emitted_total")
-                written = total(r, "lte_store_writes_total")
-                samples.append((time.monotonic() - started, n_applied, written))
-                progress.update(applied, completed=n_applied)
-                progress.update(stored, completed=written, total=max(emitted, 1))
-                if sender.done() and n_applied >= len(records) and written >= emitted:
-                    done_since = done_since or time.monotonic()
-                    if time.monotonic() - done_since > 1.0:
-                        break
+                await asyncio.to_thread(follower.poll)
+                samples.append(sample(time.time() - started, plan.clock.now(), w, r))
+                display.show(samples)
+                finished = (
+                    sender.done()
+                    and samples[-1].records >= len(records)
+                    and total(r, "lte_store_writes_total") >= total(w, "lte_updates_emitted_total")
+                    and samples[-1].clock >= last
+                )
+                done_since = (done_since or time.monotonic()) if finished else None
                 for child in (stack.worker, stack.refresher):
                     if child is not None and not child.alive:
                         raise click.ClickException(f"{child.name} died:\n{child.tail()}")
-                await asyncio.sleep(0.1)  # progress refresh period, not synchronisation
-            await sender
+                if sender.done() and sender.exception() is not None:
+                    await sender
+                await asyncio.sleep(WATCH_PERIOD)  # the refresh period, not synchronisation
+        finally:
+            stop.set()
+        await sender
 
+    with display.live:
         asyncio.run(run())
     return samples
 
 
-def _summarise(
-    console: Any,
-    dataset: DemoData,
-    stack: Any,
-    w: Samples,
-    r: Samples,
-    samples: list[tuple[float, float, float]],
+async def _produce(
+    bootstrap: str, plan: Plan, records: list[Record], ts: Any, rate: float, stop: asyncio.Event
 ) -> None:
-    from rich.table import Table  # noqa: PLC0415
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from lte_runtime.metrics_scrape import buckets, quantile, total  # noqa: PLC0415
+    from streams.batch_sender import BatchSender  # noqa: PLC0415
+    from streams.replay import replay, replay_on_clock  # noqa: PLC0415
 
-    applied_times = [t for t, a, _ in samples if a > 0]
-    n = total(w, "lte_events_total")
-    busy = applied_times[-1] - applied_times[0] if len(applied_times) > 1 else 0.0
-    staleness = buckets(r, "lte_staleness_seconds")
-    drift = buckets(r, "lte_drift")
-    table = Table(title="summary", show_header=False)
-    rate = f" in {busy:.1f}s ≈ {n / busy:,.0f} events/s" if busy > 0 else ""
-    table.add_row("events processed", f"{n:,.0f}{rate}")
-    table.add_row(
-        "outcomes",
-        ", ".join(
-            f"{o} {total(w, 'lte_events_total', outcome=o):,.0f}"
-            for o in ("applied", "late", "duplicate", "invalid", "unknown_item")
-        ),
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20, linger_ms=0
     )
-    table.add_row("dead letters", f"{total(w, 'lte_dead_letters_total'):,.0f}")
-    table.add_row("users with window state", f"{total(w, 'lte_state_users'):,.0f}")
-    table.add_row(
-        "LTE updates emitted / stored (older ones skipped)",
-        f"{total(w, 'lte_updates_emitted_total'):,.0f} / "
-        f"{total(r, 'lte_store_writes_total', outcome='written'):,.0f}",
-    )
-    table.add_row(
-        "staleness p50 / p99",
-        f"{quantile(staleness, 0.5) * 1000:,.0f} ms / "
-        f"{quantile(staleness, 0.99) * 1000:,.0f} ms (store write - due)",
-    )
-    table.add_row(
-        "drift p50 / p99",
-        f"{quantile(drift, 0.5):.4f} / {quantile(drift, 0.99):.4f} (1 - cos(previous, new))",
-    )
-    table.add_row("population drift", f"{total(r, 'lte_population_drift'):.4f}")
-    console.print(table)
-    # Users active until the end, from the most to the least active: LTEs worth showing.
-    recent = sorted(
-        (u for u, t in dataset.last_seen.items() if t > dataset.now - 30 * 86400),
-        key=lambda u: -len(dataset.history[u]),
-    )
-    candidates = (
-        [recent[int(q * (len(recent) - 1))] for q in (0.0, 0.25, 0.5, 0.75)] if recent else []
-    )
-    shown = 0
-    for user in candidates:
-        doc = _get(f"{stack.api_url}/v1/lte/{user}")
-        if not doc or doc.get("vector") is None:
-            continue
-        vector = np.asarray(doc["vector"], dtype=np.float64)
-        recent = [dataset.titles.get(i, i) for i in dataset.history[user][-3:]]
-        start = datetime.fromtimestamp(doc["window_start"], UTC)
-        end = datetime.fromtimestamp(doc["window_end"], UTC)
-        console.print(
-            f"\n[bold]user {user}[/] — {doc['n_events']} events in the window "
-            f"[{start:%Y-%m-%d} .. {end:%Y-%m-%d}), encoder {doc['encoder']}"
-        )
-        console.print("  nearest items to the LTE:  " + "; ".join(_nearest(dataset, vector)))
-        console.print("  latest (short-term) items: " + "; ".join(recent))
-        shown += 1
-        if shown == 3:
-            break
+    await producer.start()
+    try:
+        sender = BatchSender(producer)
+        if plan.simulated:
+            await replay_on_clock(
+                sender, "interactions", records, ts.tolist(), plan.clock, stop=stop
+            )
+        else:
+            chunks = [records[i : i + 20_000] for i in range(0, len(records), 20_000)]
+            await replay(sender, "interactions", chunks, rate=rate, stop=stop)
+    finally:
+        await producer.stop()

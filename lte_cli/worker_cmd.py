@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +31,9 @@ from lte_core.errors import ConfigError
 from lte_core.events import EventRules
 from lte_core.window import WindowSpec
 
+if TYPE_CHECKING:
+    from streams.clock import SimulatedTime
+
 
 def parse_type_weights(text: str | None) -> dict[str, float] | None:
     if not text:
@@ -50,6 +54,26 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     return weights
 
 
+def simulated_time(options: dict[str, Any]) -> SimulatedTime | None:
+    """The ``--clock-*`` flags as a :class:`SimulatedTime`, or None for the wall clock."""
+    from streams.clock import SimulatedTime  # noqa: PLC0415
+
+    start = options["clock_start"]
+    if start is None:
+        for flag in ("speed", "anchor", "end"):
+            if options[f"clock_{flag}"] is not None:
+                raise ConfigError(f"--clock-{flag}: needs --clock-start")
+        return None
+    speed = options["clock_speed"]
+    anchor = options["clock_anchor"]
+    return SimulatedTime(
+        start=start,
+        speed=1.0 if speed is None else speed,
+        anchor=time.time() if anchor is None else anchor,
+        end=options["clock_end"],
+    )
+
+
 @click.command()
 @kafka_options
 @basis_option
@@ -64,6 +88,40 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
     default=None,
     show_envvar=True,
     help="Freeze the clock at this Unix time (replays, backfills). Default: wall time.",
+)
+@click.option(
+    "--clock-start",
+    envvar="LTE_CLOCK_START",
+    type=float,
+    default=None,
+    show_envvar=True,
+    help="Simulated clock: the Unix time it shows at wall instant --clock-anchor; from then "
+    "it runs at --clock-speed. Excludes --now.",
+)
+@click.option(
+    "--clock-speed",
+    envvar="LTE_CLOCK_SPEED",
+    type=float,
+    default=None,
+    show_envvar=True,
+    help="Simulated seconds per real second (default 1). Needs --clock-start.",
+)
+@click.option(
+    "--clock-anchor",
+    envvar="LTE_CLOCK_ANCHOR",
+    type=float,
+    default=None,
+    show_envvar=True,
+    help="Wall-clock Unix time at which the simulated clock shows --clock-start (default: "
+    "when the process starts; give every process the same one). Before it the clock holds.",
+)
+@click.option(
+    "--clock-end",
+    envvar="LTE_CLOCK_END",
+    type=float,
+    default=None,
+    show_envvar=True,
+    help="Simulated Unix time at which the simulated clock stops (the end of a replay).",
 )
 @click.option(
     "--state-dir",
@@ -191,6 +249,7 @@ def worker(**options: Any) -> None:
         group_id=group,
         partitions=options["partitions"],
         now=options["now"],
+        simulated=simulated_time(options),
         rules=EventRules(
             max_future_skew=float(options["max_future_skew"]),
             max_record_bytes=options["max_record_bytes"],

@@ -3,12 +3,14 @@
 Sources: MovieLens ``u.data``, JSON lines (one interaction object per line, sent as is —
 broken lines included, so a replay also exercises the dead-letter path), CSV with a header
 (``user_id,item_id,ts[,weight][,type]``), or :mod:`offline.synthetic`. Records are keyed by
-``user_id`` (the contract), produced with the batch API, optionally at a fixed rate.
+``user_id`` (the contract), produced with the batch API, optionally at a fixed rate, or each
+when a (simulated) clock reaches its timestamp (:func:`replay_on_clock`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import csv
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +21,7 @@ import orjson
 from lte_core.errors import LTEError
 from offline.datasets import InteractionLog, read_movielens_ratings
 from streams.batch_sender import BatchSender, OutRecord, Record
+from streams.clock import Clock
 
 Chunk = list[Record]
 
@@ -131,4 +134,36 @@ async def replay(
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)  # rate limiting, not synchronisation
+    return sent
+
+
+async def replay_on_clock(
+    sender: BatchSender,
+    topic: str,
+    records: Sequence[Record],
+    ts: Sequence[float],
+    clock: Clock,
+    *,
+    tick: float = 0.02,
+    max_batch: int = 20_000,
+    progress: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Produce each record once ``clock`` reaches its time ``ts`` (non-decreasing): a replay
+    in (simulated) real time. Checks the clock every ``tick`` real seconds, so a record goes
+    out at most one tick after it became due."""
+    sent = 0
+    while sent < len(records):
+        if stop is not None and stop.is_set():
+            return sent
+        due = bisect.bisect_right(ts, clock.now(), lo=sent)
+        if due == sent:
+            await asyncio.sleep(tick)  # pacing, not synchronisation
+            continue
+        for lo in range(sent, due, max_batch):
+            part = records[lo : min(due, lo + max_batch)]
+            await sender.send(topic, part)
+            if progress is not None:
+                progress(len(part))
+        sent = due
     return sent

@@ -13,6 +13,7 @@ from lte_core.errors import ConfigError
 from lte_core.events import EventRules
 from lte_core.window import WindowSpec
 from lte_runtime.kafka_config import KafkaSettings
+from streams.clock import SimulatedTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class WorkerSettings:
     group_id: str = "lte-worker"
     partitions: int = 4
     now: float | None = None
+    simulated: SimulatedTime | None = None
     rules: EventRules = field(default_factory=EventRules)
     batch_max_records: int = 20_000
     batch_timeout_ms: int = 100
@@ -50,6 +52,8 @@ class WorkerSettings:
             raise ConfigError("--partitions: must be at least 1")
         if self.batch_max_records < 1:
             raise ConfigError("--batch-max-records: must be at least 1")
+        if self.now is not None and self.simulated is not None:
+            raise ConfigError("--now: cannot be combined with --clock-start (choose one clock)")
         if self.sweep_interval <= 0:
             raise ConfigError("--sweep-interval: must be positive")
         if self.encoder.kind == "recency" and self.encoder.half_life <= 0:

@@ -47,14 +47,12 @@ class UpdateBuilder:
         event_due: npt.NDArray[np.float64] | None,
     ) -> npt.NDArray[np.float64]:
         """When each change became due: the earliest arrival of an event that moved the
-        window, or the wall time the clock reached a window edge that moved it."""
+        window, or the wall time the clock reached a window edge that moved it (both wall
+        instants under every clock, so staleness is real time)."""
         prev = result.prev_next_change[rows]
         clock_due = np.full(len(rows), np.inf)
         edge = (prev != NEVER) & (prev <= now)
-        if self._clock.frozen:
-            clock_due[edge] = self._clock.reached_at(0.0)
-        else:
-            clock_due[edge] = prev[edge].astype(np.float64)
+        clock_due[edge] = self._clock.reached_at(prev[edge].astype(np.float64))
         due = clock_due if event_due is None else np.minimum(clock_due, event_due[rows])
         return np.where(np.isfinite(due), due, time.time())
 

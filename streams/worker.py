@@ -77,7 +77,7 @@ class Worker:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics.create(self.registry)
-        self.clock = Clock.create(settings.now)
+        self.clock = Clock.create(settings.now, settings.simulated)
         self.basis = BasisArtifact.load(settings.basis_dir)
         self.engine = WindowEngine(
             settings.window, self.basis.item_vectors, half_life=settings.half_life
