@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.errors import ServingError
+from serving.store_url import RedisClusterLocation, RedisLocation, parse_store_url
 
 PROJECT = "lte"
 TAG_BASIS_VERSION = "lte.basis_version"
@@ -74,12 +75,6 @@ def _slug(text: str) -> str:
 def feast_connection_string(url: str) -> tuple[str, str]:
     """Feast's ``(redis_type, connection_string)`` for a ``redis://``/``rediss://``/
     ``redis+cluster://`` URL of this project (Feast's format: ``host:port,db=0,ssl=true``)."""
-    from serving.store_url import (  # noqa: PLC0415 - keeps this module light
-        RedisClusterLocation,
-        RedisLocation,
-        parse_store_url,
-    )
-
     where = parse_store_url(url, flag="--redis")
     options = []
     if not isinstance(where, RedisLocation | RedisClusterLocation):
@@ -97,6 +92,43 @@ def feast_connection_string(url: str) -> tuple[str, str]:
         return "redis", ",".join([nodes, *options])
     nodes = ",".join(f"{h}:{p}" for h, p in where.nodes)
     return "redis_cluster", ",".join([nodes, *options])
+
+
+def ledger_location(
+    redis_type: str, connection_string: str
+) -> RedisLocation | RedisClusterLocation:
+    """The sink's ledger: the product store on the Redis a Feast ``connection_string`` names
+    (``host:port[,host:port…][,db=N][,password=…][,username=…][,ssl=true]``)."""
+    nodes: list[tuple[str, int]] = []
+    options: dict[str, str] = {}
+    for raw in connection_string.split(","):
+        part = raw.strip()
+        if "=" in part:
+            name, _, value = part.partition("=")
+            options[name.strip().lower()] = value.strip()
+        elif part:
+            host, _, port_text = part.rpartition(":")
+            nodes.append((host or part, int(port_text) if host else 6379))
+    if not nodes:
+        raise FeastRepoError(f"online_store.connection_string names no host: {connection_string}")
+    tls = options.get("ssl", "").lower() == "true"
+    if redis_type == "redis_cluster":
+        return RedisClusterLocation(
+            tuple(nodes), options.get("username"), options.get("password"), tls
+        )
+    if redis_type != "redis":
+        raise FeastRepoError(
+            f"online_store.redis_type {redis_type!r}: the sink supports redis and redis_cluster"
+        )
+    host, port = nodes[0]
+    return RedisLocation(
+        host,
+        port,
+        int(options.get("db", "0")),
+        options.get("username"),
+        options.get("password"),
+        tls,
+    )
 
 
 def write_repo(

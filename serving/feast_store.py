@@ -54,6 +54,7 @@ from serving.feast_repo import (
     TAG_ENCODER,
     VECTOR_FEATURES,
     FeastRepoError,
+    ledger_location,
 )
 from serving.online_store import (
     OnlineStore,
@@ -63,51 +64,10 @@ from serving.online_store import (
     WriteOutcome,
     WriteResult,
 )
-from serving.store_url import (
-    FeastLocation,
-    RedisClusterLocation,
-    RedisLocation,
-    StoreLocation,
-    open_store,
-)
+from serving.store_url import FeastLocation, open_store
 
 MAX_CONVERGE_ROUNDS = 8
 log = logging.getLogger(__name__)
-
-
-def ledger_location(redis_type: str, connection_string: str) -> StoreLocation:
-    """The product store on the Redis a Feast ``connection_string`` names
-    (``host:port[,host:port…][,db=N][,password=…][,username=…][,ssl=true]``)."""
-    nodes: list[tuple[str, int]] = []
-    options: dict[str, str] = {}
-    for raw in connection_string.split(","):
-        part = raw.strip()
-        if "=" in part:
-            name, _, value = part.partition("=")
-            options[name.strip().lower()] = value.strip()
-        elif part:
-            host, _, port_text = part.rpartition(":")
-            nodes.append((host or part, int(port_text) if host else 6379))
-    if not nodes:
-        raise FeastRepoError(f"online_store.connection_string names no host: {connection_string}")
-    tls = options.get("ssl", "").lower() == "true"
-    if redis_type == "redis_cluster":
-        return RedisClusterLocation(
-            tuple(nodes), options.get("username"), options.get("password"), tls
-        )
-    if redis_type != "redis":
-        raise FeastRepoError(
-            f"online_store.redis_type {redis_type!r}: the sink supports redis and redis_cluster"
-        )
-    host, port = nodes[0]
-    return RedisLocation(
-        host,
-        port,
-        int(options.get("db", "0")),
-        options.get("username"),
-        options.get("password"),
-        tls,
-    )
 
 
 class FeastStore(OnlineStore):
@@ -242,4 +202,4 @@ def _as_list(values: np.ndarray[Any, Any] | None) -> list[float] | None:
     return None if values is None else values.astype(np.float32).tolist()
 
 
-__all__ = ["FeastStore", "ledger_location", "push_frame"]
+__all__ = ["FeastStore", "push_frame"]
