@@ -52,6 +52,7 @@ BENCHES = (
         ("--quick", "--d", "64", "--out", str(RESULTS / "serving-d64.json")),
     ),
     Bench("freshness"),
+    Bench("platform"),
 )
 
 Row = dict[str, str]
@@ -229,6 +230,30 @@ def serving_rows(name: str) -> Iterator[Row]:
         }
 
 
+def platform_rows() -> Iterator[Row]:
+    doc = load("platform")
+    if doc is None:
+        return
+    writes = {r["path"]: r["updates_s"] for r in doc["writes"]}
+    own = writes.get("product store (Redis)")
+    for path, rate in writes.items():
+        yield {
+            "measure": f"write, {path}, d={doc['d']}{_quick(doc)}",
+            "figure": f"{_n(rate)} updates/s",
+            "reference (same run)": f"product store {_n(own)} updates/s" if own else "",
+            "target": "",
+            "": "",
+        }
+    for r in doc["reads_latency"]:
+        yield {
+            "measure": f"read, {r['path']}, d={doc['d']}{_quick(doc)}",
+            "figure": f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+            "reference (same run)": f"Feast {doc['feast_version']}",
+            "target": "",
+            "": "",
+        }
+
+
 def core_rows() -> Iterator[Row]:
     doc = load("core")
     if doc is None:
@@ -252,6 +277,7 @@ SECTIONS: tuple[Callable[[], Iterator[Row]], ...] = (
     window_rows,
     lambda: serving_rows("serving-d64"),
     lambda: serving_rows("serving"),
+    platform_rows,
     core_rows,
 )
 
