@@ -37,7 +37,7 @@ import asyncio
 import http.client
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -260,22 +260,25 @@ class _Core:
         path = self.prefix + ROUTE_ONE + quote(user_id, safe="")
         return _Call("GET", f"{path}?{urlencode(query)}" if query else path, None, batch=False)
 
-    def batches(
+    def many(
         self, user_ids: Sequence[str], basis_version: str | None, encoder: str | None
-    ) -> Iterator[tuple[int, Callable[[str | None, str | None], _Call]]]:
-        """Per chunk of ids: its start, and how to build its call once the pair is known."""
+    ) -> Generator[_Call, Batch, list[LTE | None]]:
+        """The calls of a ``get_many``, one per ``batch_size`` ids: each is sent its answer,
+        and the ids after the first chunk name the pair the first answer resolved."""
+        parts: list[tuple[int, Batch]] = []
         for start in range(0, len(user_ids), self.batch_size):
-            chunk = list(user_ids[start : start + self.batch_size])
-
-            def call(bv: str | None, enc: str | None, chunk: list[str] = chunk) -> _Call:
-                doc: dict[str, Any] = {"user_ids": chunk}
-                if bv:
-                    doc["basis_version"] = bv
-                if enc:
-                    doc["encoder"] = enc
-                return _Call("POST", self.prefix + ROUTE_BATCH, orjson.dumps(doc), batch=True)
-
-            yield start, call
+            doc: dict[str, Any] = {"user_ids": list(user_ids[start : start + self.batch_size])}
+            if basis_version:
+                doc["basis_version"] = basis_version
+            if encoder:
+                doc["encoder"] = encoder
+            batch = yield _Call("POST", self.prefix + ROUTE_BATCH, orjson.dumps(doc), batch=True)
+            basis_version, encoder = batch.basis_version, batch.encoder
+            parts.append((start, batch))
+        out: list[LTE | None] = [None] * len(user_ids)
+        for start, batch in parts:
+            out[start : start + len(batch.results)] = batch.results
+        return out
 
     def retryable(self, answer: _Answer) -> bool:
         return answer.status in _RETRY_STATUSES
@@ -315,11 +318,9 @@ def _error_of(answer: _Answer) -> tuple[str, str]:
         return "http_error", answer.body[:200].decode(errors="replace")
 
 
-def _merge(user_ids: Sequence[str], parts: list[tuple[int, Batch]]) -> list[LTE | None]:
-    out: list[LTE | None] = [None] * len(user_ids)
-    for start, batch in parts:
-        out[start : start + len(batch.results)] = batch.results
-    return out
+def _batch(found: LTE | Batch | None) -> Batch:
+    assert isinstance(found, Batch), found
+    return found
 
 
 class LTEClient:
@@ -370,13 +371,13 @@ class LTEClient:
         encoder: str | None = None,
     ) -> list[LTE | None]:
         """The LTEs of ``user_ids``, aligned with them (``None`` where there is none)."""
-        parts: list[tuple[int, Batch]] = []
-        for start, call in self._core.batches(user_ids, basis_version, encoder):
-            batch = self._call(call(basis_version, encoder))
-            assert isinstance(batch, Batch)
-            basis_version, encoder = batch.basis_version, batch.encoder
-            parts.append((start, batch))
-        return _merge(user_ids, parts)
+        plan = self._core.many(user_ids, basis_version, encoder)
+        try:
+            call = next(plan)
+            while True:
+                call = plan.send(_batch(self._call(call)))
+        except StopIteration as done:
+            return list(done.value)
 
     def _call(self, call: _Call) -> LTE | Batch | None:
         delays = self._core.delays()
@@ -485,13 +486,13 @@ class AsyncLTEClient:
         encoder: str | None = None,
     ) -> list[LTE | None]:
         """The LTEs of ``user_ids``, aligned with them (``None`` where there is none)."""
-        parts: list[tuple[int, Batch]] = []
-        for start, call in self._core.batches(user_ids, basis_version, encoder):
-            batch = await self._call(call(basis_version, encoder))
-            assert isinstance(batch, Batch)
-            basis_version, encoder = batch.basis_version, batch.encoder
-            parts.append((start, batch))
-        return _merge(user_ids, parts)
+        plan = self._core.many(user_ids, basis_version, encoder)
+        try:
+            call = next(plan)
+            while True:
+                call = plan.send(_batch(await self._call(call)))
+        except StopIteration as done:
+            return list(done.value)
 
     async def _call(self, call: _Call) -> LTE | Batch | None:
         import aiohttp  # noqa: PLC0415 - the sync client needs no aiohttp

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from serving.errors import StoreURLError
+from serving.errors import StoreOpenError, StoreURLError
 from serving.online_store import OnlineStore
 
 _REDIS_PARAMS = ("socket_timeout", "max_connections")
@@ -227,8 +227,13 @@ def open_store(location: StoreLocation, *, writer: bool) -> OnlineStore:
 
         return RedisClusterStore(location)
     if isinstance(location, FeastLocation):
-        from serving.feast_store import FeastStore  # noqa: PLC0415 - the optional extra
-
+        try:
+            from serving.feast_store import FeastStore  # noqa: PLC0415 - the optional extra
+        except ImportError as exc:
+            raise StoreOpenError(
+                f"{location.describe()}: the Feast sink needs the Feast extra "
+                f"(pip install 'lte-stream[feast]'): {exc}"
+            ) from exc
         return FeastStore(location)
     from serving.rocksdb_store import RocksDBStore  # noqa: PLC0415
 
