@@ -53,6 +53,7 @@ F32Array = npt.NDArray[np.float32]
 JSON = "application/json"
 ROUTE_ONE = "/v1/lte/"
 ROUTE_BATCH = "/v1/lte:batchGet"
+NO_ENTRY_MESSAGE = "no LTE for user"  # how serving.read_api words a 404 for a missing user
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,8 @@ class _Core:
             delay = min(delay * 2, self.max_backoff)
 
     def one(self, user_id: str, basis_version: str | None, encoder: str | None) -> _Call:
+        if not user_id:
+            raise LTEClientError("user_id: must not be empty")
         query = {k: v for k, v in (("basis_version", basis_version), ("encoder", encoder)) if v}
         path = self.prefix + ROUTE_ONE + quote(user_id, safe="")
         return _Call("GET", f"{path}?{urlencode(query)}" if query else path, None, batch=False)
@@ -295,7 +298,10 @@ class _Core:
             return decoder.many(answer.body) if call.batch else decoder.one(answer.body)
         code, message = _error_of(answer)
         if answer.status == 404 and code == "not_found" and not call.batch:
-            return None
+            if message.startswith(NO_ENTRY_MESSAGE):
+                return None
+            # A 404 of the router (a wrong base URL or proxy path) must not read as "no LTE".
+            raise LTEHTTPError(404, code, f"{message} (is {self!r} the read API's base URL?)")
         if answer.status == 404 and code == "no_version":
             raise NoVersionError(404, code, message)
         kind = _HTTP_ERRORS.get(answer.status)

@@ -19,6 +19,7 @@ from serving.client import (
     BadRequestError,
     LTEClient,
     LTEConnectionError,
+    LTEHTTPError,
     NoVersionError,
     ServiceUnavailableError,
     UnauthorizedError,
@@ -134,6 +135,11 @@ def test_errors_carry_the_servers_json_error(served: Served) -> None:
         with pytest.raises(BadRequestError) as bad:
             client.get("x" * 300)
         assert bad.value.code == "bad_request" and "user_id" in bad.value.message
+        with (
+            LTEClient(f"{served.url}/not-the-api", TOKEN) as misrouted,
+            pytest.raises(LTEHTTPError, match="base URL"),
+        ):
+            misrouted.get("user-1")  # a router 404 is an error, not "no LTE"
         with pytest.raises(NoVersionError) as missing:
             client.get("user-1", basis_version="never-written")
         assert missing.value.code == "no_version" and "never-written" in missing.value.message

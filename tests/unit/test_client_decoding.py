@@ -84,7 +84,14 @@ def test_errors_map_to_their_class_with_the_servers_code() -> None:
             status, "application/json", orjson.dumps({"error": {"code": code, "message": "m"}})
         )
 
-    assert core.result(one, error(404, "not_found")) is None
+    missing = _Answer(
+        404,
+        "application/json",
+        orjson.dumps({"error": {"code": "not_found", "message": "no LTE for user 'u' under …"}}),
+    )
+    assert core.result(one, missing) is None
+    with pytest.raises(LTEHTTPError, match="base URL") as caught:
+        core.result(one, error(404, "not_found"))  # the router's 404: a wrong URL
     with pytest.raises(LTEHTTPError) as caught:
         core.result(batch, error(404, "not_found"))
     assert caught.value.status == 404
