@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lte_core.basis import BasisArtifact
@@ -44,6 +41,9 @@ FEATURES = ("vector", "n_events", "as_of", "window_end")
 def write_snapshot_parquet_standin(path: Path, updates: Sequence[LTEUpdate]) -> None:
     """STAND-IN for ``lte snapshot --out path`` (being built in parallel): the same columns and
     types, written from LTEs the test chose. Swap for the real command when it is merged."""
+    import pyarrow as pa  # noqa: PLC0415 - comes with the [feast] extra
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
     table = pa.table(
         {
             "user_id": pa.array([u.user_id for u in updates], pa.string()),
@@ -211,6 +211,7 @@ def test_replay_into_feast_matches_the_oracle_for_two_basis_versions(
 def _check_historical(
     repo: Path, view: str, basis_version: str, offline: Path, rng: random.Random
 ) -> None:
+    import pandas as pd  # noqa: PLC0415 - comes with the [feast] extra
     from feast import FeatureStore  # noqa: PLC0415
 
     np_rng = np.random.default_rng(rng.randrange(2**32))
