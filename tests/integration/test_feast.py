@@ -297,3 +297,27 @@ def test_racing_writers_leave_the_newest_lte_in_feast(feast_repo: Repo) -> None:
     newest = {u.user_id: u for u in rounds[-1]}
     got = _online(feast_repo.path, feast_repo.views[:1], users)
     assert _check_online(got, feast_repo.views[0], users, newest) == [], f"{len(users)} users"
+
+
+def test_a_pair_without_a_view_stops_the_sink_with_what_to_run(feast_repo: Repo) -> None:
+    """Retrying cannot help (nothing will create the view): the error is not an outage, so
+    the refresher stops with a message naming the command, instead of spinning."""
+    from serving.errors import StoreUnavailableError  # noqa: PLC0415
+    from serving.feast_repo import FeastRepoError  # noqa: PLC0415
+    from serving.feast_store import FeastStore  # noqa: PLC0415
+    from serving.store_url import FeastLocation  # noqa: PLC0415
+
+    async def write() -> None:
+        store = FeastStore(FeastLocation(feast_repo.path))
+        try:
+            await store.write_batch(
+                [make_update("u", 1.0, 1.0, [1.0] * D, basis_version="not-in-the-repo")],
+                stored_at=1.0,
+            )
+        finally:
+            await store.close()
+
+    with pytest.raises(FeastRepoError, match="lte feast-repo") as caught:
+        asyncio.run(write())
+    assert "basis_version=not-in-the-repo" in str(caught.value)
+    assert not isinstance(caught.value, StoreUnavailableError)
