@@ -35,13 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.report import machine_info, save_results, table
+from bench.serving import median_dict
 from lte_core.update import LTEUpdate
 from lte_runtime.ports import free_port
 from lte_runtime.redis_cluster import LocalRedisCluster
@@ -147,10 +148,6 @@ def start_api(store_url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def median_of(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Feast's cost beside the product's own paths.")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -230,7 +227,7 @@ def main() -> None:
     write_rows = [
         {
             "path": k,
-            **median_of(v),
+            **{k: round(x, 3) for k, x in median_dict(list(v)).items()},
             # The machine is shared: a ratio within one repeat is steadier than either rate.
             "x_product_store": round(
                 statistics.median(r["updates_s"] / o for r, o in zip(v, own, strict=True)), 3
@@ -239,7 +236,10 @@ def main() -> None:
         }
         for k, v in writes.items()
     ]
-    read_rows = [{"path": k, **median_of(v)} for k, v in reads_by.items()]
+    read_rows = [
+        {"path": k, **{m: round(x, 3) for m, x in median_dict(v).items()}}
+        for k, v in reads_by.items()
+    ]
     print()
     print(table([{**r, "updates_s": f"{r['updates_s']:,.0f}"} for r in write_rows]))
     print()

@@ -329,9 +329,8 @@ def _batch(found: LTE | Batch | None) -> Batch:
     return found
 
 
-class LTEClient:
-    """Blocking client over one keep-alive connection (``http.client``); safe to share
-    between threads (calls are serialised), or use one per thread for parallel calls."""
+class _Client:
+    """The settings both clients take (see the module docstring for what each does)."""
 
     def __init__(
         self,
@@ -355,11 +354,22 @@ class LTEClient:
             batch_size=batch_size,
             decoders=decoders,
         )
-        self._connection: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        """The transport's own state (nothing is connected before the first call)."""
 
     def __repr__(self) -> str:
-        return f"LTEClient({self._core!r})"
+        return f"{type(self).__name__}({self._core!r})"
+
+
+class LTEClient(_Client):
+    """Blocking client over one keep-alive connection (``http.client``); safe to share
+    between threads (calls are serialised), or use one per thread for parallel calls."""
+
+    def _start(self) -> None:
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
 
     def get(
         self, user_id: str, *, basis_version: str | None = None, encoder: str | None = None
@@ -444,37 +454,13 @@ class LTEClient:
         self.close()
 
 
-class AsyncLTEClient:
+class AsyncLTEClient(_Client):
     """The same calls as :class:`LTEClient`, as coroutines over an aiohttp session (created
     on first use, in the running loop; close with ``await client.close()`` or
     ``async with``)."""
 
-    def __init__(
-        self,
-        url: str,
-        token: str | None = None,
-        *,
-        timeout: float = 2.0,
-        retries: int = 3,
-        backoff: float = 0.05,
-        max_backoff: float = 1.0,
-        batch_size: int = 1000,
-        decoders: Mapping[str, BodyDecoder] | None = None,
-    ) -> None:
-        self._core = _Core(
-            url,
-            token,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            batch_size=batch_size,
-            decoders=decoders,
-        )
+    def _start(self) -> None:
         self._session: Any = None
-
-    def __repr__(self) -> str:
-        return f"AsyncLTEClient({self._core!r})"
 
     async def get(
         self, user_id: str, *, basis_version: str | None = None, encoder: str | None = None
