@@ -53,6 +53,7 @@ BENCHES = (
     ),
     Bench("freshness"),
     Bench("snapshot"),
+    Bench("platform"),
 )
 
 Row = dict[str, str]
@@ -230,6 +231,33 @@ def serving_rows(name: str) -> Iterator[Row]:
         }
 
 
+def platform_rows() -> Iterator[Row]:
+    doc = load("platform")
+    if doc is None:
+        return
+    writes = {r["path"]: r for r in doc["writes"]}
+    own = writes.get("product store (Redis)")
+    for path, r in writes.items():
+        yield {
+            "measure": f"write, {path}, d={doc['d']}{_quick(doc)}",
+            "figure": f"{_n(r['updates_s'])} updates/s",
+            "reference (same run)": f"{r['x_product_store']}x the product store "
+            f"({_n(own['updates_s'])} updates/s)"
+            if own
+            else "",
+            "target": "",
+            "": "",
+        }
+    for r in doc["reads_latency"]:
+        yield {
+            "measure": f"read, {r['path']}, d={doc['d']}{_quick(doc)}",
+            "figure": f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms",
+            "reference (same run)": f"Feast {doc['feast_version']}",
+            "target": "",
+            "": "",
+        }
+
+
 def core_rows() -> Iterator[Row]:
     doc = load("core")
     if doc is None:
@@ -270,6 +298,7 @@ SECTIONS: tuple[Callable[[], Iterator[Row]], ...] = (
     window_rows,
     lambda: serving_rows("serving-d64"),
     lambda: serving_rows("serving"),
+    platform_rows,
     core_rows,
     snapshot_rows,
 )

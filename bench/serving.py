@@ -173,6 +173,7 @@ async def run_store_only(store: StoreLocation, updates: list[LTEUpdate]) -> floa
 def store_url(store: StoreLocation) -> str:
     if isinstance(store, RedisLocation):
         return f"redis://{store.host}:{store.port}/{store.db}"
+    assert isinstance(store, RocksDBLocation), store
     return f"rocksdb://{store.path}"
 
 

@@ -22,7 +22,8 @@ store_option = click.option(
     default="rocksdb://var/online-store",
     show_default=True,
     show_envvar=True,
-    help="redis://[user:password@]host:port/db or rocksdb:///path. Prefer the variable "
+    help="redis://[user:password@]host:port/db, redis+cluster://host:port,host:port,… , "
+    "feast://REPO (the [feast] extra) or rocksdb:///path. Prefer the variable "
     "when the URL holds a password (flags show in process listings).",
 )
 

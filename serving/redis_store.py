@@ -5,8 +5,8 @@ script compares order keys and writes inside Redis, so the monotonic rule holds 
 number of refreshers and no read-then-write race; it returns each replaced value so the
 refresher computes drift without reading again. Chunks of :data:`CHUNK` entries bound how
 long one script blocks Redis (about a millisecond) while a batch of thousands still costs one
-round trip. Standalone Redis only: a batch's keys span hash slots, which Redis Cluster
-refuses in one script.
+round trip. The client and the key layout are hooks: :mod:`serving.redis_cluster_store`
+runs the same script per hash slot on Redis Cluster.
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 batch survives a Redis crash; with ``everysec`` up to a second of writes can be lost and
@@ -46,7 +46,7 @@ from serving.store_format import (
     pair_field,
     parse_pair_field,
 )
-from serving.store_url import RedisLocation
+from serving.store_url import RedisClusterLocation, RedisLocation
 
 CHUNK = 256
 
@@ -81,24 +81,23 @@ _OUTCOMES = (WriteOutcome.WRITTEN, WriteOutcome.DUPLICATE, WriteOutcome.STALE)
 
 class RedisStore(OnlineStore):
     def __init__(self, location: RedisLocation) -> None:
+        self._setup(location, _connect(location))
+
+    def _setup(self, location: RedisLocation | RedisClusterLocation, client: Any) -> None:
         self._location = location
-        pool = BlockingConnectionPool(
-            max_connections=location.max_connections,
-            timeout=location.socket_timeout,
-            connection_class=SSLConnection if location.tls else Connection,
-            host=location.host,
-            port=location.port,
-            db=location.db,
-            username=location.username,
-            password=location.password,
-            socket_timeout=location.socket_timeout,
-            socket_connect_timeout=location.socket_timeout,
-            # One quick reconnect hides a pooled connection that died with a Redis restart;
-            # longer outages are the caller's to handle (the refresher's backoff, a 503).
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
-        )
-        self._client = Redis(connection_pool=pool)
+        self._client = client
         self._sha: str | None = None
+
+    def entry_key(self, key: StoreKey) -> bytes:
+        """Where ``key``'s entry lives (the cluster layout adds a hash tag)."""
+        return entry_key(key)
+
+    def _script_groups(self, keys: list[bytes]) -> list[range | list[int]]:
+        """Indices of ``keys`` that one script call may take together."""
+        return [range(start, min(start + CHUNK, len(keys))) for start in range(0, len(keys), CHUNK)]
+
+    async def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        return cast(list[bytes | None], await self._client.mget(keys))
 
     def describe(self) -> str:
         return self._location.describe()
@@ -109,7 +108,7 @@ class RedisStore(OnlineStore):
         if not updates:
             return []
         keys = [StoreKey.of(u) for u in updates]
-        raw_keys = [entry_key(k) for k in keys]
+        raw_keys = [self.entry_key(k) for k in keys]
         values = [encode_entry(u, stored_at) for u in updates]
         pairs = {pair_field(k.basis_version, k.encoder): repr(stored_at) for k in keys}
         try:
@@ -127,12 +126,20 @@ class RedisStore(OnlineStore):
     ) -> list[Any]:
         if self._sha is None:
             self._sha = await self._client.script_load(WRITE_SCRIPT)
+        groups = self._script_groups(keys)
         for _ in range(2):
             async with self._client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(keys), CHUNK):
-                    chunk = keys[start : start + CHUNK]
-                    pipe.evalsha(self._sha, len(chunk), *chunk, *values[start : start + CHUNK])
-                pipe.hset(PAIRS_KEY, mapping=pairs)  # type: ignore[arg-type]
+                for group in groups:
+                    # execute_command: redis-py's cluster pipeline refuses .evalsha() by name
+                    # even when every key shares one slot.
+                    pipe.execute_command(
+                        "EVALSHA",
+                        self._sha,
+                        len(group),
+                        *[keys[i] for i in group],
+                        *[values[i] for i in group],
+                    )
+                pipe.hset(PAIRS_KEY, mapping=pairs)
                 replies = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in replies):
                 break
@@ -141,16 +148,17 @@ class RedisStore(OnlineStore):
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        out: list[Any] = []
-        for reply in replies[:-1]:
-            out.extend(reply)
+        out: list[Any] = [None] * (2 * len(keys))
+        for group, reply in zip(groups, replies[:-1], strict=True):
+            for j, i in enumerate(group):
+                out[2 * i : 2 * i + 2] = reply[2 * j : 2 * j + 2]
         return out
 
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
         if not keys:
             return []
         try:
-            found = cast(list[bytes | None], await self._client.mget([entry_key(k) for k in keys]))
+            found = await self._mget([self.entry_key(k) for k in keys])
         except RedisError as exc:
             raise self._unavailable(exc) from exc
         return decode_found(keys, found)
@@ -176,6 +184,25 @@ class RedisStore(OnlineStore):
             f"Redis at {self.describe()}: {type(exc).__name__}: {exc}. Check that Redis is up "
             "and reachable; updates are retried, none is dropped."
         )
+
+
+def _connect(location: RedisLocation) -> Redis:
+    pool = BlockingConnectionPool(
+        max_connections=location.max_connections,
+        timeout=location.socket_timeout,
+        connection_class=SSLConnection if location.tls else Connection,
+        host=location.host,
+        port=location.port,
+        db=location.db,
+        username=location.username,
+        password=location.password,
+        socket_timeout=location.socket_timeout,
+        socket_connect_timeout=location.socket_timeout,
+        # One quick reconnect hides a pooled connection that died with a Redis restart;
+        # longer outages are the caller's to handle (the refresher's backoff, a 503).
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
+    )
+    return Redis(connection_pool=pool)
 
 
 def _pairs_of(replies: list[Any]) -> list[tuple[int, bytes]]:

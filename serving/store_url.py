@@ -3,6 +3,12 @@
 * ``redis://[user:password@]host[:port][/db][?socket_timeout=S&max_connections=N]``
   (``rediss://`` for TLS). Anything else in the query is refused by name: a misspelt
   parameter silently ignored would leave the operator believing it applies.
+* ``redis+cluster://[user:password@]host:port[,host:port...][?socket_timeout=S&max_connections=N]``
+  (``rediss+cluster://`` for TLS): a Redis Cluster, reached through any of the given nodes
+  (redis-py's ``RedisCluster`` discovers the rest). Database 0 only, as Redis Cluster has no
+  other. ``max_connections`` is per node.
+* ``feast://path/to/repo``: push to the online store of a Feast feature repository written by
+  ``lte feast-repo`` (the ``lte-stream[feast]`` extra); see ``serving/feast_store.py``.
 * ``rocksdb:///absolute/path`` or ``rocksdb://relative/path``: the embedded store, a RocksDB
   directory on this machine. No parameters.
 """
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from serving.errors import StoreURLError
+from serving.errors import StoreOpenError, StoreURLError
 from serving.online_store import OnlineStore
 
 _REDIS_PARAMS = ("socket_timeout", "max_connections")
@@ -45,7 +51,30 @@ class RocksDBLocation:
         return f"rocksdb://{self.path}"
 
 
-StoreLocation = RedisLocation | RocksDBLocation
+@dataclass(frozen=True, slots=True)
+class RedisClusterLocation:
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    socket_timeout: float = 5.0
+    max_connections: int = 64
+
+    def describe(self) -> str:
+        auth = f"{self.username or ''}:***@" if self.password else ""
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeastLocation:
+    repo: Path
+
+    def describe(self) -> str:
+        return f"feast://{self.repo}"
+
+
+StoreLocation = RedisLocation | RedisClusterLocation | RocksDBLocation | FeastLocation
 
 
 def parse_store_url(text: str, *, flag: str = "--store") -> StoreLocation:
@@ -53,10 +82,23 @@ def parse_store_url(text: str, *, flag: str = "--store") -> StoreLocation:
         return _rocksdb(text, flag)
     if text.startswith(("redis://", "rediss://")):
         return _redis(text, flag)
+    if text.startswith(("redis+cluster://", "rediss+cluster://")):
+        return _redis_cluster(text, flag)
+    if text.startswith("feast://"):
+        return _feast(text, flag)
     raise StoreURLError(
-        f"{flag}: expected redis://host:port/db, rediss://… or rocksdb:///path; got "
-        f"{_masked(text)!r}"
+        f"{flag}: expected redis://host:port/db, rediss://…, redis+cluster://host:port,…, "
+        f"feast://repo or rocksdb:///path; got {_masked(text)!r}"
     )
+
+
+def _feast(text: str, flag: str) -> FeastLocation:
+    rest = text[len("feast://") :]
+    if "?" in rest or "#" in rest:
+        raise StoreURLError(f"{flag}: feast URLs take no parameters; got {text!r}")
+    if not rest:
+        raise StoreURLError(f"{flag}: give the Feast repository directory, e.g. feast:///srv/repo")
+    return FeastLocation(Path(unquote(rest)))
 
 
 def _rocksdb(text: str, flag: str) -> RocksDBLocation:
@@ -79,10 +121,64 @@ def _redis(text: str, flag: str) -> RedisLocation:
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
         raise StoreURLError(f"{flag}: the path must be a database number, got /{db_text}")
+    socket_timeout, max_connections = _connection_params(parts.query, flag)
+    return RedisLocation(
+        host=parts.hostname,
+        port=port,
+        db=int(db_text),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=parts.scheme == "rediss",
+        socket_timeout=socket_timeout,
+        max_connections=max_connections,
+    )
+
+
+def _redis_cluster(text: str, flag: str) -> RedisClusterLocation:
+    """Several ``host:port`` in the authority, which ``urlsplit`` cannot read as one host:
+    the user info is split off at the last ``@`` and the nodes at commas."""
+    scheme, _, rest = text.partition("://")
+    rest, _, query = rest.partition("?")
+    authority, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise StoreURLError(f"{flag}: Redis Cluster has only database 0, got /{path.strip('/')}")
+    userinfo, at, hosts = authority.rpartition("@")
+    username = password = None
+    if at:
+        user, _, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    nodes = tuple(_node(part, flag) for part in hosts.split(",")) if hosts else ()
+    if not nodes:
+        raise StoreURLError(f"{flag}: give at least one host:port of the cluster")
+    socket_timeout, max_connections = _connection_params(query, flag)
+    return RedisClusterLocation(
+        nodes=nodes,
+        username=username,
+        password=password,
+        tls=scheme == "rediss+cluster",
+        socket_timeout=socket_timeout,
+        max_connections=max_connections,
+    )
+
+
+def _node(text: str, flag: str) -> tuple[str, int]:
     try:
-        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        parts = urlsplit(f"//{text}")
+        port = parts.port or 6379
     except ValueError as exc:
-        raise StoreURLError(f"{flag}: malformed query string {parts.query!r}") from exc
+        raise StoreURLError(f"{flag}: bad cluster node {text!r}: {exc}") from exc
+    if not parts.hostname:
+        raise StoreURLError(f"{flag}: missing host in cluster node {text!r}")
+    return parts.hostname, port
+
+
+def _connection_params(query_text: str, flag: str) -> tuple[float, int]:
+    """``socket_timeout`` and ``max_connections`` from a query string; anything else is
+    refused by name."""
+    try:
+        query = parse_qs(query_text, keep_blank_values=True, strict_parsing=bool(query_text))
+    except ValueError as exc:
+        raise StoreURLError(f"{flag}: malformed query string {query_text!r}") from exc
     unknown = sorted(set(query) - set(_REDIS_PARAMS))
     if unknown:
         raise StoreURLError(
@@ -99,16 +195,7 @@ def _redis(text: str, flag: str) -> RedisLocation:
         raise StoreURLError(f"{flag}: socket_timeout must be a positive number of seconds")
     if not connections.isdigit() or int(connections) < 1:
         raise StoreURLError(f"{flag}: max_connections must be a positive integer")
-    return RedisLocation(
-        host=parts.hostname,
-        port=port,
-        db=int(db_text),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        tls=parts.scheme == "rediss",
-        socket_timeout=socket_timeout,
-        max_connections=int(connections),
-    )
+    return socket_timeout, int(connections)
 
 
 def _single(query: dict[str, list[str]], name: str, flag: str, default: str) -> str:
@@ -135,6 +222,19 @@ def open_store(location: StoreLocation, *, writer: bool) -> OnlineStore:
         from serving.redis_store import RedisStore  # noqa: PLC0415 - backends load on demand
 
         return RedisStore(location)
+    if isinstance(location, RedisClusterLocation):
+        from serving.redis_cluster_store import RedisClusterStore  # noqa: PLC0415
+
+        return RedisClusterStore(location)
+    if isinstance(location, FeastLocation):
+        try:
+            from serving.feast_store import FeastStore  # noqa: PLC0415 - the optional extra
+        except ImportError as exc:
+            raise StoreOpenError(
+                f"{location.describe()}: the Feast sink needs the Feast extra "
+                f"(pip install 'lte-stream[feast]'): {exc}"
+            ) from exc
+        return FeastStore(location)
     from serving.rocksdb_store import RocksDBStore  # noqa: PLC0415
 
     return RocksDBStore(location.path, writer=writer)

@@ -10,6 +10,7 @@ import pytest
 
 from lte_core.basis import BasisArtifact
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.redis_cluster import LocalRedisCluster
 from lte_runtime.redis_server import RedisServer
 from offline.datasets import MovieLens, load_movielens
 
@@ -46,4 +47,11 @@ def ml_basis(ml_basis_dir: Path) -> BasisArtifact:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests keep apart by unique basis versions."""
     with RedisServer(tmp_path_factory.mktemp("redis")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """One real 3-node Redis Cluster on loopback for the session (started on first use)."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster")) as running:
         yield running

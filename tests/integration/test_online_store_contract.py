@@ -1,6 +1,7 @@
-"""The online store contract (serving/online_store.py), run against both backends: a real
-redis-server and a real RocksDB directory. Every check compares with an independent model
-of the rules — the newest by (as_of, due_at) wins, the later write on a tie."""
+"""The online store contract (serving/online_store.py), run against every backend: a real
+redis-server, a real 3-node Redis Cluster and a real RocksDB directory. Every check compares
+with an independent model of the rules — the newest by (as_of, due_at) wins, the later write
+on a tie."""
 
 from __future__ import annotations
 
@@ -15,11 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lte_core.update import LTEUpdate
+from lte_runtime.redis_cluster import LocalRedisCluster
 from lte_runtime.redis_server import RedisServer
 from serving.errors import StoreOpenError
 from serving.online_store import StoredLTE, StoreKey, WriteOutcome
 from serving.redis_store import CHUNK
-from serving.store_url import RedisLocation, RocksDBLocation, open_store
+from serving.store_url import (
+    RedisLocation,
+    RocksDBLocation,
+    StoreLocation,
+    open_store,
+    parse_store_url,
+)
 from tests.integration.harness import unique, wait_until
 from tests.integration.store_backends import (
     BACKENDS,
@@ -31,11 +39,16 @@ from tests.integration.store_backends import (
 )
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "redis-cluster"])
 def store(
     request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[SyncStore]:
-    with sync_store(location(request.param, redis_server, tmp_path)) as opened:
+    if request.param == "redis-cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        where = parse_store_url(cluster.url)
+    else:
+        where = location(request.param, redis_server, tmp_path)
+    with sync_store(where) as opened:
         yield opened
 
 
@@ -159,11 +172,15 @@ def test_large_batches_and_exact_float32(store: SyncStore) -> None:
         assert entry is not None and same_update(entry.update, update)
 
 
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
 def test_redis_compares_and_writes_atomically_under_concurrent_writers(
-    redis_server: RedisServer,
+    backend: str, redis_server: RedisServer, request: pytest.FixtureRequest
 ) -> None:
     """Two refreshers racing over the same users in opposite orders: a read-then-write
     implementation lets an older update overwrite a newer one; the script must not."""
+    where: StoreLocation = RedisLocation(redis_server.host, redis_server.port, 0)
+    if backend == "redis-cluster":
+        where = parse_store_url(request.getfixturevalue("redis_cluster").url)
     basis = unique("b")
     users = [f"u{i}" for i in range(200)]
     rounds = [
@@ -172,7 +189,6 @@ def test_redis_compares_and_writes_atomically_under_concurrent_writers(
     ]
 
     async def race() -> list[StoredLTE | None]:
-        where = RedisLocation(redis_server.host, redis_server.port, 0)
         a, b = open_store(where, writer=True), open_store(where, writer=True)
         try:
             await asyncio.gather(

@@ -6,7 +6,13 @@ import pytest
 
 from lte_core.errors import ConfigError
 from serving.errors import StoreURLError
-from serving.store_url import RedisLocation, RocksDBLocation, parse_store_url
+from serving.store_url import (
+    FeastLocation,
+    RedisClusterLocation,
+    RedisLocation,
+    RocksDBLocation,
+    parse_store_url,
+)
 
 
 def test_redis_urls() -> None:
@@ -52,3 +58,35 @@ def test_bad_urls_name_the_problem(url: str, message: str) -> None:
         parse_store_url(url)
     assert message in str(caught.value)
     assert isinstance(caught.value, ConfigError)
+
+
+def test_redis_cluster_urls() -> None:
+    loc = parse_store_url("redis+cluster://a:7000,b:7001,[::1]:7002")
+    assert loc == RedisClusterLocation((("a", 7000), ("b", 7001), ("::1", 7002)))
+    loc = parse_store_url("rediss+cluster://lte:p%40ss@a,b:7001/0?socket_timeout=0.5")
+    assert loc == RedisClusterLocation((("a", 6379), ("b", 7001)), "lte", "p@ss", True, 0.5)
+    assert "p@ss" not in repr(loc) and "p@ss" not in loc.describe()
+    assert loc.describe() == "rediss+cluster://lte:***@a:6379,b:7001"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://a:7000/1", "only database 0"),
+        ("redis+cluster://", "at least one host:port"),
+        ("redis+cluster://a:7000,:7001", "missing host"),
+        ("redis+cluster://a:notaport", "bad cluster node"),
+        ("redis+cluster://a:7000?pool=3", "unknown parameter(s) pool"),
+        ("feast://", "Feast repository directory"),
+        ("feast://repo?x=1", "no parameters"),
+    ],
+)
+def test_bad_cluster_and_feast_urls_name_the_problem(url: str, message: str) -> None:
+    with pytest.raises(StoreURLError, match=r"^--store: ") as caught:
+        parse_store_url(url)
+    assert message in str(caught.value)
+
+
+def test_feast_urls() -> None:
+    assert parse_store_url("feast:///srv/repo") == FeastLocation(Path("/srv/repo"))
+    assert parse_store_url("feast://repo") == FeastLocation(Path("repo"))
