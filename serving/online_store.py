@@ -7,8 +7,10 @@ rollback is just reading the older pair (DESIGN 3.5).
 Rules every backend implements, and ``tests/integration/test_online_store_contract.py``
 checks against each of them:
 
-* **Monotonic.** An update is written only if its order key ``(as_of, due_at)`` is not older
-  than the stored entry's; an older one is skipped (outcome ``stale``). Kafka redelivers after
+* **Monotonic.** An update is written only if its order key (:meth:`LTEUpdate.order_key`:
+  the per-user ``version``, which only grows, whatever the clocks say; ``(as_of, due_at)``
+  for entries and records older than the field, which rank below every versioned one) is not
+  older than the stored entry's; an older one is skipped (outcome ``stale``). Kafka redelivers after
   a crash and partitions may be consumed out of order after a rebalance, so the store, not
   the consumer, is where "newest wins" is enforced. The comparison and the write are one
   atomic step (a Lua script in Redis, the single writer's batch in RocksDB): no

@@ -5,8 +5,9 @@ One batch at a time, in this order:
 1. fetch up to ``--batch-max-records`` records (``getmany``);
 2. decode each; a record that breaks the contract (DESIGN 3.4) — or whose key is not its
    ``user_id`` — is dead-lettered with the original bytes and counted, never raised;
-3. coalesce per ``(basis_version, encoder, user_id)``: the newest by ``(as_of, due_at)``
-   wins (the later record on a tie), the rest are counted as ``stale``/``duplicate``;
+3. coalesce per ``(basis_version, encoder, user_id)``: the newest by the per-user
+   ``version`` (:meth:`LTEUpdate.order_key`) wins (the later record on a tie), the rest
+   are counted as ``stale``/``duplicate``;
 4. send the dead letters, then write the batch to the store (monotonic, idempotent);
 5. only then commit the batch's offsets.
 

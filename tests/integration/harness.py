@@ -252,11 +252,12 @@ def all_committed(committed: dict[int, int], ends: dict[int, int]) -> bool:
 
 
 def latest_updates(bootstrap: str, topic: str = "lte-updates") -> dict[str, dict[str, Any]]:
-    """The newest update per user by (as_of, due_at), as the online store would keep it."""
+    """The newest update per user by its version (the worker's records all carry one), the
+    later record on a tie, as the online store keeps it."""
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(bootstrap, topic):
         doc = orjson.loads(record.value)
         have = latest.get(doc["user_id"])
-        if have is None or (doc["as_of"], doc["due_at"]) >= (have["as_of"], have["due_at"]):
+        if have is None or doc["version"] >= have["version"]:
             latest[doc["user_id"]] = doc
     return latest
