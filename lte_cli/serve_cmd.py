@@ -71,6 +71,33 @@ def api_options(func: F) -> F:
             show_envvar=True,
             help="Most user ids in one batchGet.",
         ),
+        click.option(
+            "--read-timeout",
+            envvar="LTE_API_READ_TIMEOUT",
+            type=float,
+            default=1.0,
+            show_default=True,
+            show_envvar=True,
+            help="Seconds a request waits for the store before answering 503.",
+        ),
+        click.option(
+            "--header-timeout",
+            envvar="LTE_API_HEADER_TIMEOUT",
+            type=float,
+            default=10.0,
+            show_default=True,
+            show_envvar=True,
+            help="Seconds a connection may take to send a request head (and stay idle).",
+        ),
+        click.option(
+            "--body-timeout",
+            envvar="LTE_API_BODY_TIMEOUT",
+            type=float,
+            default=10.0,
+            show_default=True,
+            show_envvar=True,
+            help="Seconds a client may take to send a request body before a 408.",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -86,6 +113,9 @@ def api_settings(options: dict[str, Any]) -> ApiSettings:
         basis_version=options["basis_version"],
         encoder=options["encoder"],
         max_batch=options["max_batch"],
+        read_timeout=options["read_timeout"],
+        header_timeout=options["header_timeout"],
+        body_timeout=options["body_timeout"],
         # Empty counts as unset: compose files pass ${LTE_API_TOKEN:-} through.
         token=os.environ.get("LTE_API_TOKEN", "").strip() or None,
     )

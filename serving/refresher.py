@@ -151,7 +151,9 @@ class Refresher:
         s = self.settings
         if s.api is not None:
             app = build_app(store, s.api, self.registry, self.readiness)
-            runner, port = await start_site(app, s.api.host, s.api.port)
+            runner, port = await start_site(
+                app, s.api.host, s.api.port, header_timeout=s.api.header_timeout
+            )
             log.info(
                 "read API and metrics on %s:%d (auth %s)",
                 s.api.host,
