@@ -112,7 +112,7 @@ class ChangelogRestorer:
                 local = store.get_meta(META_CLOCK)
                 if local is not None and CLOCK_FORMAT.unpack(local) >= CLOCK_FORMAT.unpack(value):
                     continue
-            elif not any(key == META + name for name in SHIPPED_META):
+            elif key.startswith(META) and key[len(META) :] not in SHIPPED_META:
                 continue
             write.put_raw(key, value)
         for user, old, new in zip(users, old_due.tolist(), new_due.tolist(), strict=True):

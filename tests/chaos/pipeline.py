@@ -206,19 +206,18 @@ class Pipeline:
             found = store.get_many(keys)
         wrong = []
         for user, entry in zip(users, found, strict=True):
-            expected = want.get(user)
-            if expected is None:
-                if entry is not None and entry.update.n_events != 0:
-                    wrong.append(user)
-                continue
-            n, mean = expected
-            if (
-                entry is None
-                or entry.update.n_events != n
-                or entry.update.vector is None
-                or float(np.abs(entry.update.vector.astype(np.float64) - mean).max()) > 1e-5
-            ):
-                wrong.append(user)
+            n, mean = want.get(user, (0, None))
+            if entry is None:
+                if n:
+                    wrong.append(f"{user}: no entry, oracle n={n}")
+            elif entry.update.n_events != n:
+                wrong.append(
+                    f"{user}: n={entry.update.n_events} {entry.update.version}, oracle {n}"
+                )
+            elif mean is not None and entry.update.vector is not None:
+                diff = float(np.abs(entry.update.vector.astype(np.float64) - mean).max())
+                if diff > 1e-5:
+                    wrong.append(f"{user}: off by {diff:.2g}")
         return Verdict(len(users), wrong)
 
     def converge(self, clock: float, timeout: float = 60.0) -> Verdict:

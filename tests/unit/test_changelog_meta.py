@@ -10,10 +10,12 @@ from typing import cast
 
 from aiokafka import AIOKafkaConsumer
 
+from lte_core.state import LaggedWindow
 from lte_core.window import WindowSpec
 from streams.changelog import ChangelogRestorer
 from streams.window_store import (
     CLOCK_FORMAT,
+    HEAD,
     META,
     META_CHANGELOG,
     META_CLOCK,
@@ -36,7 +38,10 @@ def _restorer() -> ChangelogRestorer:
 
 def test_a_restore_on_a_new_disk_keeps_the_clock_and_the_counters(tmp_path: Path) -> None:
     store = WindowStore(tmp_path / "new-disk")
+    head = LaggedWindow(SPEC, 2).to_bytes()
     records = [
+        (HEAD + b"u1", head),
+        (META + b"something-local", b"x"),
         (META + META_CLOCK, CLOCK_FORMAT.pack(1_700_000_500.0)),
         (META + META_USERS, _int(3)),
         (META + META_EVENTS, _int(17)),
@@ -45,6 +50,8 @@ def test_a_restore_on_a_new_disk_keeps_the_clock_and_the_counters(tmp_path: Path
     assert CLOCK_FORMAT.unpack(store.get_meta(META_CLOCK) or b"")[0] == 1_700_000_500.0
     assert (store.get_int(META_USERS), store.get_int(META_EVENTS)) == (3, 17)
     assert store.get_int(META_CHANGELOG) == 41
+    assert store.read_heads([b"u1"]) == [head]  # state records still restore, of course
+    assert store.get_meta(b"something-local") is None
     # a later chunk with an older clock (records of a slower writer) cannot move it back
     _restorer().apply(
         store,
