@@ -284,7 +284,11 @@ def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:
 
 
 def build_app(
-    store: OnlineStore, settings: ApiSettings, registry: CollectorRegistry, ready: Readiness
+    store: OnlineStore,
+    settings: ApiSettings,
+    registry: CollectorRegistry,
+    ready: Readiness,
+    alive: Readiness | None = None,
 ) -> web.Application:
     api = ReadApi(store, settings, ApiMetrics.create(registry))
     app = web.Application(
@@ -293,7 +297,7 @@ def build_app(
     )
     app.router.add_get(ROUTE_ONE.replace("{user_id}", r"{user_id:[\s\S]+}"), api.get_one)
     app.router.add_post(ROUTE_BATCH, api.batch_get)
-    add_status_routes(app, registry, ready)
+    add_status_routes(app, registry, ready, alive)
     return app
 
 

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate, decode_updates
+from lte_runtime.crash_only import Heartbeat, supervised
 from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
@@ -53,6 +54,7 @@ T = TypeVar("T")
 DEAD_LETTER_REASON = "invalid_update"
 IDLE_PING_SECONDS = 1.0
 FIRST_RETRY_SECONDS = 0.05
+HEARTBEAT_LIMIT_SECONDS = 60.0
 
 
 class Refresher:
@@ -73,6 +75,11 @@ class Refresher:
         self._store_checked = 0.0
         self._joined = False
         self._store_name = settings.store.describe()
+        # a loop iteration is at most a fetch, a store write with its socket timeout, and
+        # a retry wait; far beyond that the loop is stuck, and /healthz says so
+        self.heartbeat = Heartbeat(
+            "the refresher loop", HEARTBEAT_LIMIT_SECONDS + 2 * settings.retry_max_seconds
+        )
 
     def readiness(self) -> tuple[bool, str]:
         if not self._store_ok:
@@ -82,9 +89,10 @@ class Refresher:
         return True, f"writing to {self._store_name}"
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Crash-only: an unexpected error ends the process with one line, exit 1."""
         store = open_store(self.settings.store, writer=True)
         try:
-            await self._run(store, stop)
+            await supervised("the refresher loop", self._run(store, stop))
         finally:
             await store.close()
 
@@ -108,7 +116,10 @@ class Refresher:
         )
         async with contextlib.AsyncExitStack() as running:
             running.push_async_callback(await self._start_status(store))
-            if await self._retrying("reaching the store", _answers(store), stop) is None:
+            if (
+                await self._retrying("reaching the store", _answers(store), stop, "store_ping")
+                is None
+            ):
                 return
             self._store_answered()
             producer = AIOKafkaProducer(
@@ -150,7 +161,7 @@ class Refresher:
         routes alone on ``--metrics-port``; returns how to stop it."""
         s = self.settings
         if s.api is not None:
-            app = build_app(store, s.api, self.registry, self.readiness)
+            app = build_app(store, s.api, self.registry, self.readiness, self.heartbeat.liveness)
             runner, port = await start_site(
                 app, s.api.host, s.api.port, header_timeout=s.api.header_timeout
             )
@@ -162,7 +173,11 @@ class Refresher:
             )
             return runner.cleanup
         status = StatusServer(
-            self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
+            self.registry,
+            self.readiness,
+            host=s.metrics_host,
+            port=s.metrics_port,
+            alive=self.heartbeat.liveness,
         )
         await status.start()
         log.info("metrics on %s:%d", s.metrics_host, status.port)
@@ -171,6 +186,7 @@ class Refresher:
     async def _consume_loop(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
         while not stop.is_set():
+            self.heartbeat.beat()
             batches = await self.consumer.getmany(
                 timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
             )
@@ -208,6 +224,7 @@ class Refresher:
                 "sending to the dead-letter topic",
                 lambda: self.sender.send(self.settings.dlq_topic, dead),
                 stop,
+                "dlq_send",
             )
             is None
         ):
@@ -224,7 +241,7 @@ class Refresher:
                 raise
 
         started = time.perf_counter()
-        results = await self._retrying("writing to the store", write, stop)
+        results = await self._retrying("writing to the store", write, stop, "store_write")
         if results is None:
             return False
         self._store_answered()
@@ -267,16 +284,20 @@ class Refresher:
         self.drift.publish()
 
     async def _retrying(
-        self, what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event
+        self, what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event, operation: str
     ) -> T | None:
-        """``attempt()`` until it succeeds (its result) or ``stop`` is set (None)."""
+        """``attempt()`` until it succeeds (its result) or ``stop`` is set (None). Only
+        transient errors (store outage, broker error) are retried, each counted; anything
+        else propagates and stops the process (crash-only)."""
         delay = FIRST_RETRY_SECONDS
         failures = 0
         while True:
+            self.heartbeat.beat()
             try:
                 result = await attempt()
             except (StoreUnavailableError, KafkaError) as exc:
                 failures += 1
+                self.metrics.retries.labels(operation).inc()
                 if isinstance(exc, StoreUnavailableError):
                     self._store_down()
                 if failures == 1:

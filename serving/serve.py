@@ -13,6 +13,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from lte_runtime.crash_only import supervised
 from serving.errors import StoreUnavailableError
 from serving.online_store import OnlineStore
 from serving.read_api import bounded_store_call, build_app, start_site
@@ -70,7 +71,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event) -> None:
             "on" if settings.api.token else "off",
         )
         try:
-            await watch.run(stop)
+            await supervised("the store watch", watch.run(stop))
         finally:
             await runner.cleanup()
     finally:
