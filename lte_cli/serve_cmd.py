@@ -71,32 +71,25 @@ def api_options(func: F) -> F:
             show_envvar=True,
             help="Most user ids in one batchGet.",
         ),
-        click.option(
-            "--read-timeout",
-            envvar="LTE_API_READ_TIMEOUT",
-            type=float,
-            default=1.0,
-            show_default=True,
-            show_envvar=True,
-            help="Seconds a request waits for the store before answering 503.",
-        ),
-        click.option(
-            "--header-timeout",
-            envvar="LTE_API_HEADER_TIMEOUT",
-            type=float,
-            default=10.0,
-            show_default=True,
-            show_envvar=True,
-            help="Seconds a connection may take to send a request head (and stay idle).",
-        ),
-        click.option(
-            "--body-timeout",
-            envvar="LTE_API_BODY_TIMEOUT",
-            type=float,
-            default=10.0,
-            show_default=True,
-            show_envvar=True,
-            help="Seconds a client may take to send a request body before a 408.",
+        *(
+            click.option(
+                f"--{name}-timeout",
+                envvar=f"LTE_API_{name.upper()}_TIMEOUT",
+                type=float,
+                default=default,
+                show_default=True,
+                show_envvar=True,
+                help=text,
+            )
+            for name, default, text in (
+                ("read", 1.0, "Seconds a request waits for the store before answering 503."),
+                (
+                    "header",
+                    10.0,
+                    "Seconds a connection may take to send a request head (and idle).",
+                ),
+                ("body", 10.0, "Seconds a client may take to send a request body before a 408."),
+            )
         ),
     ]
     for decorator in reversed(decorators):

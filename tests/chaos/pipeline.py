@@ -29,6 +29,7 @@ from tests.integration.harness import (
     read_topic,
     unique,
     wait_until,
+    worker_args,
 )
 from tests.integration.store_backends import sync_store
 
@@ -114,40 +115,20 @@ class Pipeline:
 
     def worker(self, now: float, *extra: str, state: str = "state") -> LteProcess:
         """``lte worker`` with a frozen clock at ``now``."""
-        t = self.topics
         process = LteProcess(
             [
-                "worker",
-                "--broker",
-                self.broker.bootstrap,
-                "--basis",
-                str(self.basis_dir),
-                "--window",
-                f"{WINDOW_DAYS}d",
-                "--lag",
-                f"{LAG_DAYS}d",
-                "--bucket",
-                "1d",
-                "--now",
-                repr(now),
-                "--state-dir",
-                str(self.tmp / state),
-                "--input-topic",
-                t["interactions"],
-                "--updates-topic",
-                t["updates"],
-                "--dlq-topic",
-                t["dlq"],
-                "--changelog-topic",
-                t["changelog"],
-                "--group-id",
-                f"w-{self.name}",
-                "--max-future-skew",
-                "400d",
-                "--session-timeout-ms",
-                "6000",
-                "--sweep-interval",
-                "0.1",
+                *worker_args(
+                    self.broker.bootstrap,
+                    self.basis_dir,
+                    window=f"{WINDOW_DAYS}d",
+                    lag=f"{LAG_DAYS}d",
+                    bucket="1d",
+                    now=now,
+                    state_dir=self.tmp / state,
+                    topics=self.topics,
+                    group=f"w-{self.name}",
+                    sweep_interval=0.1,
+                ),
                 *extra,
             ],
             self.tmp,

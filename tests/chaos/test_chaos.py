@@ -16,7 +16,7 @@ from lte_core.basis import BasisArtifact
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.redis_server import RedisServer
 from tests.chaos.pipeline import DAY, T0, W_MAX, W_MIN, Pipeline, make_basis, random_events
-from tests.integration.harness import wait_until
+from tests.integration.harness import LteProcess, wait_until
 
 T1 = T0 + 0.5
 USERS = 120
@@ -71,12 +71,18 @@ def test_restart_with_a_later_clock_behind_a_backlog_keeps_the_newer_lte(
     assert worker.metric("lte_updates_emitted_total", {"trigger": "clock"}) > 0
 
 
-def test_redis_killed_mid_stream(pipeline: Pipeline) -> None:
-    p = pipeline
-    _load(p, "kill-redis")
+def _writing(p: Pipeline, seed: str) -> LteProcess:
+    """Load, a refresher in small batches and a worker, until 200 updates were written."""
+    _load(p, seed)
     refresher = p.refresher("--batch-max-records", "20")
     p.worker(T1, "--batch-max-records", "100")
     wait_until(lambda: refresher.metric("lte_store_writes_total") >= 200, timeout=60, what="writes")
+    return refresher
+
+
+def test_redis_killed_mid_stream(pipeline: Pipeline) -> None:
+    p = pipeline
+    refresher = _writing(p, "kill-redis")
     p.redis.kill()
     wait_until(lambda: refresher.metric("lte_store_up") == 0, timeout=20, what="the outage seen")
     p.redis.start()
@@ -86,10 +92,7 @@ def test_redis_killed_mid_stream(pipeline: Pipeline) -> None:
 
 def test_redis_hung_then_continued(pipeline: Pipeline) -> None:
     p = pipeline
-    _load(p, "hang-redis")
-    refresher = p.refresher("--batch-max-records", "20")
-    p.worker(T1, "--batch-max-records", "100")
-    wait_until(lambda: refresher.metric("lte_store_writes_total") >= 200, timeout=60, what="writes")
+    refresher = _writing(p, "hang-redis")
     assert p.redis.pid is not None
     os.kill(p.redis.pid, signal.SIGSTOP)
     try:
@@ -106,10 +109,7 @@ def test_redis_hung_then_continued(pipeline: Pipeline) -> None:
 
 def test_refresher_kill_9_during_load(pipeline: Pipeline) -> None:
     p = pipeline
-    _load(p, "kill-refresher")
-    refresher = p.refresher("--batch-max-records", "20")
-    p.worker(T1, "--batch-max-records", "100")
-    wait_until(lambda: refresher.metric("lte_store_writes_total") >= 200, timeout=60, what="writes")
+    refresher = _writing(p, "kill-refresher")
     refresher.kill()
     p.refresher()
     verdict = p.converge(T1)

@@ -147,6 +147,57 @@ class LteProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def worker_args(
+    bootstrap: str,
+    basis_dir: Path,
+    *,
+    window: str,
+    lag: str,
+    bucket: str,
+    now: float,
+    state_dir: Path,
+    topics: dict[str, str],
+    group: str,
+    sweep_interval: float,
+) -> list[str]:
+    """``lte worker`` arguments for a test: frozen clock, its own topics (keys
+    ``interactions``, ``updates``, ``dlq``, ``changelog``) and group, a short session
+    timeout and a far future skew (test data spans months)."""
+    return [
+        "worker",
+        "--broker",
+        bootstrap,
+        "--basis",
+        str(basis_dir),
+        "--window",
+        window,
+        "--lag",
+        lag,
+        "--bucket",
+        bucket,
+        "--now",
+        repr(now),
+        "--state-dir",
+        str(state_dir),
+        "--input-topic",
+        topics["interactions"],
+        "--updates-topic",
+        topics["updates"],
+        "--dlq-topic",
+        topics["dlq"],
+        "--changelog-topic",
+        topics["changelog"],
+        "--group-id",
+        group,
+        "--max-future-skew",
+        "400d",
+        "--session-timeout-ms",
+        "6000",
+        "--sweep-interval",
+        repr(sweep_interval),
+    ]
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
