@@ -28,13 +28,17 @@ checks against each of them:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lte_core.update import LTEUpdate
+from serving.errors import StoreUnavailableError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +120,14 @@ class OnlineStore(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the store is, for logs (no secrets)."""
+
+
+async def bounded_store_call(call: Awaitable[T], seconds: float, store: OnlineStore) -> T:
+    """``call``, or :class:`StoreUnavailableError` after ``seconds``: a hung store (Redis
+    stopped, a dead connection) counts as down now, not after the client's socket timeout."""
+    try:
+        return await asyncio.wait_for(call, seconds)
+    except TimeoutError as exc:
+        raise StoreUnavailableError(
+            f"{store.describe()} did not answer within {seconds:g}s"
+        ) from exc

@@ -35,7 +35,13 @@ from prometheus_client import CollectorRegistry
 from lte_runtime.status_server import Readiness, add_status_routes
 from serving.errors import StoreDataError, StoreUnavailableError
 from serving.metrics import ApiMetrics
-from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair
+from serving.online_store import (
+    OnlineStore,
+    StoredLTE,
+    StoreKey,
+    VersionPair,
+    bounded_store_call,
+)
 from serving.read_coalescer import ReadCoalescer
 from serving.settings import MAX_USER_ID_CHARS, ApiSettings
 
@@ -268,15 +274,6 @@ class ReadApi:
         """``call``, or :class:`StoreUnavailableError` after ``read_timeout``: a hung store
         (Redis stopped, a dead connection) answers 503 now, not after the socket timeout."""
         return await bounded_store_call(call, self._settings.read_timeout, self._store)
-
-
-async def bounded_store_call(call: Awaitable[T], seconds: float, store: OnlineStore) -> T:
-    try:
-        return await asyncio.wait_for(call, seconds)
-    except TimeoutError as exc:
-        raise StoreUnavailableError(
-            f"{store.describe()} did not answer within {seconds:g}s"
-        ) from exc
 
 
 def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:

@@ -41,7 +41,13 @@ from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
 from serving.metrics import RefresherMetrics
-from serving.online_store import OnlineStore, StoreKey, WriteOutcome, WriteResult
+from serving.online_store import (
+    OnlineStore,
+    StoreKey,
+    WriteOutcome,
+    WriteResult,
+    bounded_store_call,
+)
 from serving.read_api import build_app, start_site
 from serving.settings import RefresherSettings
 from serving.store_url import open_store
@@ -55,6 +61,7 @@ DEAD_LETTER_REASON = "invalid_update"
 IDLE_PING_SECONDS = 1.0
 FIRST_RETRY_SECONDS = 0.05
 HEARTBEAT_LIMIT_SECONDS = 60.0
+PING_TIMEOUT_SECONDS = 1.0
 
 
 class Refresher:
@@ -316,7 +323,9 @@ class Refresher:
         """While idle, notice an outage (readiness) before a batch runs into it."""
         self._store_checked = time.monotonic()
         try:
-            await store.ping()
+            # bounded: a hung store (SIGSTOP, a dead connection) turns readiness off within
+            # about a second, not after the client's socket timeout
+            await bounded_store_call(store.ping(), PING_TIMEOUT_SECONDS, store)
         except StoreUnavailableError as exc:
             if self._store_ok:
                 log.warning("the store stopped answering: %s", exc)

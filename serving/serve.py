@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from lte_runtime.crash_only import supervised
 from serving.errors import StoreUnavailableError
-from serving.online_store import OnlineStore
-from serving.read_api import bounded_store_call, build_app, start_site
+from serving.online_store import OnlineStore, bounded_store_call
+from serving.read_api import build_app, start_site
 from serving.settings import ServeSettings
 from serving.store_url import open_store
 
