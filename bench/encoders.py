@@ -105,6 +105,7 @@ def engine_result(summary: WindowSummary) -> EngineResult:
         end=end,
         next_change=np.full(m, NEVER, dtype=np.int64),
         prev_next_change=np.full(m, NEVER, dtype=np.int64),
+        last_offset=np.zeros(m, dtype=np.int64),
     )
 
 

@@ -72,6 +72,26 @@ def api_options(func: F) -> F:
             show_envvar=True,
             help="Most user ids in one batchGet.",
         ),
+        *(
+            click.option(
+                f"--{name}-timeout",
+                envvar=f"LTE_API_{name.upper()}_TIMEOUT",
+                type=float,
+                default=default,
+                show_default=True,
+                show_envvar=True,
+                help=text,
+            )
+            for name, default, text in (
+                ("read", 1.0, "Seconds a request waits for the store before answering 503."),
+                (
+                    "header",
+                    10.0,
+                    "Seconds a connection may take to send a request head (and idle).",
+                ),
+                ("body", 10.0, "Seconds a client may take to send a request body before a 408."),
+            )
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -87,6 +107,9 @@ def api_settings(options: dict[str, Any]) -> ApiSettings:
         basis_version=options["basis_version"],
         encoder=options["encoder"],
         max_batch=options["max_batch"],
+        read_timeout=options["read_timeout"],
+        header_timeout=options["header_timeout"],
+        body_timeout=options["body_timeout"],
         # Empty counts as unset: compose files pass ${LTE_API_TOKEN:-} through.
         token=os.environ.get("LTE_API_TOKEN", "").strip() or None,
     )

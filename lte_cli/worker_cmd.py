@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,9 +46,9 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
             weight = float(value)
         except ValueError:
             weight = float("nan")
-        if not sep or not name.strip() or not weight > 0:
+        if not sep or not name.strip() or not (math.isfinite(weight) and weight > 0):
             raise ConfigError(
-                f"--type-weights: expected type=weight pairs with weights > 0, e.g. "
+                f"--type-weights: expected type=weight pairs with finite weights > 0, e.g. "
                 f"view=1,cart=3,order=5; got {part!r}"
             )
         weights[name.strip()] = weight

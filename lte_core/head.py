@@ -3,13 +3,22 @@
 A window's events are stored one record per event (see :mod:`lte_core.engine`); the head
 keeps the running sums and the bookkeeping that tells, without reading any event, whether a
 clock move changes the window (``oldest`` and ``pending_min``) and which source offsets were
-applied. Layout (little-endian)::
+applied. Layout (little-endian), format 2::
 
     64-byte header   version u8 | flags u8 | d u16 | count u32 | n u32 | partition i32 |
                      end i64 | last_offset i64 | oldest i64 | pending_min i64 |
                      weight_sum f64 | decayed_weight f64
-    sum              d x f64    Σ w·v over the in-window events
-    decayed_sum      d x f64    Σ w·2^((b - end)·G/h)·v, only with a recency half-life
+    16 bytes         weight_sum_lo f64 | decayed_weight_lo f64
+    sum              d x f64    Σ w·v over the in-window events (high part)
+    sum_lo           d x f64    its low part: the sum is ``sum + sum_lo`` exactly
+    decayed_sum      2·d x f64  Σ w·2^((b - end)·G/h)·v, high then low part, only with a
+                                recency half-life
+
+Every sum is a double-double pair (:mod:`lte_core.compensated`) so it stays exact when big
+weights cancel. Format 1 (the same header, then ``sum`` and ``decayed_sum`` as plain float64,
+``64 + 8·d`` bytes) is still read, with zero low parts: a state directory or changelog
+written before the change restores as it was and is rewritten in format 2 on its next
+change.
 
 ``count`` = events in the window, ``n`` = events stored (window + pending), ``end`` = the
 window's end bucket, ``oldest`` = smallest stored bucket, ``pending_min`` = smallest stored
@@ -26,7 +35,8 @@ import numpy.typing as npt
 
 from lte_core.errors import StateCodecError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
 FLAG_HAS_CLOCK = 1
 FLAG_DECAYED = 2
 NO_BUCKET = np.iinfo(np.int64).max
@@ -49,13 +59,20 @@ HEAD_DTYPE = np.dtype(
     ]
 )
 assert HEAD_DTYPE.itemsize == HEAD_HEADER_BYTES
+LO_DTYPE = np.dtype([("weight_sum_lo", "<f8"), ("decayed_weight_lo", "<f8")])
+LO_BYTES = LO_DTYPE.itemsize
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
 def head_bytes(d: int, decayed: bool) -> int:
-    """Size of one head: ``64 + 8·d`` (``64 + 16·d`` with a recency half-life)."""
+    """Size of one head: ``80 + 16·d`` (``80 + 32·d`` with a recency half-life)."""
+    return HEAD_HEADER_BYTES + LO_BYTES + 16 * d * (2 if decayed else 1)
+
+
+def legacy_head_bytes(d: int, decayed: bool) -> int:
+    """Size of a format-1 head: ``64 + 8·d`` (``64 + 16·d`` with a recency half-life)."""
     return HEAD_HEADER_BYTES + 8 * d * (2 if decayed else 1)
 
 
@@ -75,6 +92,11 @@ class Heads:
     decayed_weight: F64
     sums: F64
     decayed_sums: F64 | None
+    #: low parts of the double-double sums (:mod:`lte_core.compensated`)
+    weight_lo: F64
+    decayed_weight_lo: F64
+    sums_lo: F64
+    decayed_sums_lo: F64 | None
 
     def __len__(self) -> int:
         return len(self.count)
@@ -94,51 +116,84 @@ class Heads:
             decayed_weight=np.zeros(m, dtype=np.float64),
             sums=np.zeros((m, d), dtype=np.float64),
             decayed_sums=np.zeros((m, d), dtype=np.float64) if decayed else None,
+            weight_lo=np.zeros(m, dtype=np.float64),
+            decayed_weight_lo=np.zeros(m, dtype=np.float64),
+            sums_lo=np.zeros((m, d), dtype=np.float64),
+            decayed_sums_lo=np.zeros((m, d), dtype=np.float64) if decayed else None,
         )
+
+    def clear(self, rows: npt.NDArray[np.bool_]) -> None:
+        """Exact zero sums for emptied windows (no residue survives an empty window)."""
+        for arr in (self.sums, self.sums_lo, self.weight_sum, self.weight_lo):
+            arr[rows] = 0.0
+        for opt in (self.decayed_sums, self.decayed_sums_lo):
+            if opt is not None:
+                opt[rows] = 0.0
+        self.decayed_weight[rows] = 0.0
+        self.decayed_weight_lo[rows] = 0.0
 
 
 def parse_heads(data: Sequence[bytes | None], d: int, decayed: bool) -> Heads:
-    """Decode many heads at once (None = a user with no head yet)."""
+    """Decode many heads at once (None = a user with no head yet); formats 1 and 2."""
     m = len(data)
     heads = Heads.empty(m, d, decayed)
-    size = head_bytes(d, decayed)
-    present = [i for i, b in enumerate(data) if b is not None]
-    if not present:
-        return heads
-    blob = b"".join(data[i] for i in present)  # type: ignore[misc]
-    if len(blob) != size * len(present):
-        bad = next(i for i in present if len(data[i]) != size)  # type: ignore[arg-type]
+    size, legacy = head_bytes(d, decayed), legacy_head_bytes(d, decayed)
+    current = [i for i, b in enumerate(data) if b is not None and len(b) == size]
+    old = [i for i, b in enumerate(data) if b is not None and len(b) == legacy]
+    bad = next((b for b in data if b is not None and len(b) not in (size, legacy)), None)
+    if bad is not None:
         raise StateCodecError(
-            f"a stored head is {len(data[bad])} bytes, expected {size} "  # type: ignore[arg-type]
+            f"a stored head is {len(bad)} bytes, expected {size} "
             f"(d={d}, decayed sums {'on' if decayed else 'off'}); the state directory was "
             "written with another basis or encoder; use a fresh --state-dir"
         )
-    raw = np.frombuffer(blob, dtype=np.uint8).reshape(len(present), size)
+    _parse_rows(heads, data, current, size, FORMAT_VERSION, d)
+    _parse_rows(heads, data, old, legacy, LEGACY_FORMAT_VERSION, d)
+    return heads
+
+
+def _parse_rows(  # noqa: PLR0917 - one call site per format
+    heads: Heads, data: Sequence[bytes | None], rows: list[int], size: int, version: int, d: int
+) -> None:
+    if not rows:
+        return
+    decayed = heads.decayed_sums is not None
+    blob = b"".join(data[i] for i in rows)  # type: ignore[misc]
+    raw = np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), size)
     hdr = np.ascontiguousarray(raw[:, :HEAD_HEADER_BYTES]).view(HEAD_DTYPE).reshape(-1)
-    if (hdr["version"] != FORMAT_VERSION).any():
+    if (hdr["version"] != version).any():
         raise StateCodecError(
             f"head format version {int(hdr['version'][0])} is not supported "
-            f"(expected {FORMAT_VERSION})"
+            f"(expected {LEGACY_FORMAT_VERSION} or {FORMAT_VERSION})"
         )
     if (hdr["d"] != d).any() or (((hdr["flags"] & FLAG_DECAYED) != 0) != decayed).any():
         raise StateCodecError(
             "a stored head was written for another dimension or encoder; use a fresh --state-dir"
         )
-    idx = np.asarray(present, dtype=np.int64)
+    idx = np.asarray(rows, dtype=np.int64)
     heads.has_clock[idx] = (hdr["flags"] & FLAG_HAS_CLOCK) != 0
     for name in ("count", "n", "partition", "end", "last_offset", "oldest", "pending_min"):
         getattr(heads, name)[idx] = hdr[name]
     heads.weight_sum[idx] = hdr["weight_sum"]
     heads.decayed_weight[idx] = hdr["decayed_weight"]
     body = HEAD_HEADER_BYTES
-    heads.sums[idx] = np.ascontiguousarray(raw[:, body : body + 8 * d]).view("<f8")
-    if heads.decayed_sums is not None:
-        heads.decayed_sums[idx] = np.ascontiguousarray(raw[:, body + 8 * d :]).view("<f8")
-    return heads
+    if version == LEGACY_FORMAT_VERSION:
+        arrays = [heads.sums] + ([heads.decayed_sums] if heads.decayed_sums is not None else [])
+    else:
+        lo = np.ascontiguousarray(raw[:, body : body + LO_BYTES]).view(LO_DTYPE).reshape(-1)
+        heads.weight_lo[idx] = lo["weight_sum_lo"]
+        heads.decayed_weight_lo[idx] = lo["decayed_weight_lo"]
+        body += LO_BYTES
+        arrays = [heads.sums, heads.sums_lo]
+        if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
+            arrays += [heads.decayed_sums, heads.decayed_sums_lo]
+    for arr in arrays:
+        arr[idx] = np.ascontiguousarray(raw[:, body : body + 8 * d]).view("<f8")
+        body += 8 * d
 
 
 def serialise_heads(heads: Heads, rows: npt.NDArray[np.int64]) -> list[bytes]:
-    """Encode the heads of ``rows`` (one ``bytes`` each)."""
+    """Encode the heads of ``rows`` (one ``bytes`` each, format 2)."""
     k = len(rows)
     d = heads.sums.shape[1]
     decayed = heads.decayed_sums is not None
@@ -155,12 +210,17 @@ def serialise_heads(heads: Heads, rows: npt.NDArray[np.int64]) -> list[bytes]:
     hdr["weight_sum"] = heads.weight_sum[rows]
     hdr["decayed_weight"] = heads.decayed_weight[rows]
     out[:, :HEAD_HEADER_BYTES] = hdr.view(np.uint8).reshape(k, HEAD_HEADER_BYTES)
-    out[:, HEAD_HEADER_BYTES : HEAD_HEADER_BYTES + 8 * d] = (
-        heads.sums[rows].astype("<f8").view(np.uint8).reshape(k, 8 * d)
-    )
-    if heads.decayed_sums is not None:
-        out[:, HEAD_HEADER_BYTES + 8 * d :] = (
-            heads.decayed_sums[rows].astype("<f8").view(np.uint8).reshape(k, 8 * d)
-        )
+    lo = np.zeros(k, dtype=LO_DTYPE)
+    lo["weight_sum_lo"] = heads.weight_lo[rows]
+    lo["decayed_weight_lo"] = heads.decayed_weight_lo[rows]
+    body = HEAD_HEADER_BYTES
+    out[:, body : body + LO_BYTES] = lo.view(np.uint8).reshape(k, LO_BYTES)
+    body += LO_BYTES
+    arrays = [heads.sums, heads.sums_lo]
+    if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
+        arrays += [heads.decayed_sums, heads.decayed_sums_lo]
+    for arr in arrays:
+        out[:, body : body + 8 * d] = arr[rows].astype("<f8").view(np.uint8).reshape(k, 8 * d)
+        body += 8 * d
     blob = out.tobytes()
     return [blob[i * size : (i + 1) * size] for i in range(k)]

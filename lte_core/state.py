@@ -5,13 +5,15 @@ Representation, chosen for memory at 10^8 users and for O(d) work per event:
 * every event the window still needs (in the window, or pending behind the lag) is kept as
   ``(bucket, item row, weight)`` sorted by bucket: 12 bytes, because the window must be able
   to drop it later without keeping any per-bucket vectors;
-* the weighted sum of the in-window item vectors and its weight total are kept as float64,
-  updated by adding an event's ``w * v`` when it enters and subtracting the same exact term
-  when it leaves. ``w`` is stored as float32 and item vectors are float32, so each term
-  ``w * v`` is exact in float64 and adds/subtracts cancel up to float64 rounding of the sum
-  (≈1e-16 relative); the sum is reset to exact zero whenever the window empties.
+* the weighted sum of the in-window item vectors and its weight total are kept as
+  double-double float64 pairs (:mod:`lte_core.compensated`), updated by adding an event's
+  ``w * v`` when it enters and subtracting the same exact term when it leaves. ``w`` is
+  stored as float32 and item vectors are float32, so each term ``w * v`` is exact in float64;
+  the compensated additions make a leaving ``1e6`` event cancel its entry to ≈1e-26, so a
+  ``1e-6`` event left behind still has an exact mean; the sum is reset to exact zero
+  whenever the window empties.
 
-Serialised size: ``64 + 8·d + 12·n`` bytes for ``n`` stored events (:meth:`to_bytes`).
+Serialised size: ``80 + 16·d + 12·n`` bytes for ``n`` stored events (:meth:`to_bytes`).
 A clock that moves backwards is ignored: a window that has let events go cannot take them
 back. The streaming worker stores the same head but one record per event
 (:mod:`lte_core.engine`); this class is the readable one-user reference.
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lte_core.compensated import dd_add, segment_sums
 from lte_core.errors import EventTimeRangeError, StateCodecError
-from lte_core.head import Heads, head_bytes, parse_heads, serialise_heads
+from lte_core.head import Heads, head_bytes, legacy_head_bytes, parse_heads, serialise_heads
 from lte_core.summary import WindowSummary
 from lte_core.window import MAX_RELATIVE_BUCKETS, WindowSpec
 
@@ -36,7 +39,7 @@ _EVENT_DTYPE = np.dtype([("rel", "<i4"), ("item", "<u4"), ("weight", "<f4")])
 
 
 def state_bytes(d: int, n_events: int) -> int:
-    """Serialised size of a whole window: ``64 + 8·d + 12·n``."""
+    """Serialised size of a whole window: ``80 + 16·d + 12·n``."""
     return head_bytes(d, decayed=False) + _EVENT_DTYPE.itemsize * n_events
 
 
@@ -81,6 +84,8 @@ class LaggedWindow:
         "_entered",
         "_items",
         "_sum",
+        "_sum_lo",
+        "_weight_lo",
         "_weight_sum",
         "_weights",
         "d",
@@ -93,7 +98,9 @@ class LaggedWindow:
         self.spec = spec
         self.d = d
         self._sum: F64Array = np.zeros(d, dtype=np.float64)
+        self._sum_lo: F64Array = np.zeros(d, dtype=np.float64)
         self._weight_sum = 0.0
+        self._weight_lo = 0.0
         self._end = _NO_CLOCK
         self._buckets: I64Array = np.empty(0, dtype=np.int64)
         self._items: U32Array = np.empty(0, dtype=np.uint32)
@@ -138,13 +145,14 @@ class LaggedWindow:
 
     @property
     def weight_sum(self) -> float:
-        return self._weight_sum
+        return self._weight_sum + self._weight_lo
 
     @property
     def sum(self) -> F64Array:
-        view = self._sum.view()
-        view.flags.writeable = False
-        return view
+        """Σ w·v over the window, the double-double pair rounded once (a read-only copy)."""
+        total = self._sum + self._sum_lo
+        total.flags.writeable = False
+        return total
 
     def window_items(self) -> U32Array:
         return self._items[: self._entered]
@@ -209,7 +217,8 @@ class LaggedWindow:
         self._end = new_end
         if self._entered == 0:
             self._sum[:] = 0.0
-            self._weight_sum = 0.0
+            self._sum_lo[:] = 0.0
+            self._weight_sum = self._weight_lo = 0.0
         return delta
 
     def apply(
@@ -268,11 +277,7 @@ class LaggedWindow:
         new_weights = w_arr[keep]
         inside = new_buckets < self._end
         if inside.any():
-            contrib = new_weights[inside].astype(np.float64) @ vectors[new_items[inside]].astype(
-                np.float64
-            )
-            self._sum += contrib
-            self._weight_sum += float(new_weights[inside].astype(np.float64).sum())
+            self._add(new_weights[inside].astype(np.float64), vectors[new_items[inside]])
         buckets = np.concatenate([self._buckets, new_buckets])
         order = np.argsort(buckets, kind="stable")
         self._buckets = buckets[order]
@@ -282,9 +287,22 @@ class LaggedWindow:
         return ApplyOutcome(applied=n_new, late=late, duplicate=duplicate)
 
     def _accumulate(self, vectors: F32Array, rows: slice, sign: float) -> None:
-        w = self._weights[rows].astype(np.float64)
-        self._sum += sign * (w @ vectors[self._items[rows]].astype(np.float64))
-        self._weight_sum += sign * float(w.sum())
+        self._add(sign * self._weights[rows].astype(np.float64), vectors[self._items[rows]])
+
+    def _add(self, signed_w: F64Array, vecs: F32Array) -> None:
+        """Add Σ w·(v, 1) to the double-double sums, one term per event."""
+        terms = np.empty((len(signed_w), self.d + 1), dtype=np.float64)
+        terms[:, : self.d] = signed_w[:, None] * vecs.astype(np.float64)
+        terms[:, self.d] = signed_w
+        hi, lo = segment_sums(terms, np.zeros(1, dtype=np.int64))
+        self._sum, self._sum_lo = dd_add(self._sum, self._sum_lo, hi[0, : self.d], lo[0, : self.d])
+        w_hi, w_lo = dd_add(
+            np.array([self._weight_sum]),
+            np.array([self._weight_lo]),
+            hi[0, self.d :],
+            lo[0, self.d :],
+        )
+        self._weight_sum, self._weight_lo = float(w_hi[0]), float(w_lo[0])
 
     # -- summaries and bytes ----------------------------------------------------------------
 
@@ -305,8 +323,8 @@ class LaggedWindow:
             decayed_sums = (w @ vectors[self.window_items()].astype(np.float64))[None, :]
             decayed_weights = np.array([w.sum()])
         return WindowSummary(
-            sums=self._sum[None, :].copy(),
-            weight_sums=np.array([self._weight_sum]),
+            sums=self.sum[None, :].copy(),
+            weight_sums=np.array([self.weight_sum]),
             counts=np.array([self._entered], dtype=np.int64),
             decayed_sums=decayed_sums,
             decayed_weights=decayed_weights,
@@ -314,7 +332,7 @@ class LaggedWindow:
 
     def to_bytes(self) -> bytes:
         """Head (:mod:`lte_core.head`) followed by the stored events as 12-byte records
-        ``(bucket - end i32, item u32, weight f32)``: ``64 + 8·d + 12·n`` bytes."""
+        ``(bucket - end i32, item u32, weight f32)``: ``80 + 16·d + 12·n`` bytes."""
         heads = Heads.empty(1, self.d, decayed=False)
         heads.has_clock[0] = self.has_clock
         heads.count[0] = self._entered
@@ -327,7 +345,9 @@ class LaggedWindow:
             if self._entered < len(self._buckets):
                 heads.pending_min[0] = self._buckets[self._entered]
         heads.weight_sum[0] = self._weight_sum
+        heads.weight_lo[0] = self._weight_lo
         heads.sums[0] = self._sum
+        heads.sums_lo[0] = self._sum_lo
         events = np.empty(len(self._buckets), dtype=_EVENT_DTYPE)
         events["rel"] = self._buckets - heads.end[0]
         events["item"] = self._items
@@ -336,7 +356,10 @@ class LaggedWindow:
 
     @classmethod
     def from_bytes(cls, data: bytes, spec: WindowSpec, d: int) -> LaggedWindow:
+        """Decode :meth:`to_bytes` output (a format-1 head, ``64 + 8·d`` bytes, is read too)."""
         size = head_bytes(d, decayed=False)
+        if data[:1] == b"\x01" and len(data) >= legacy_head_bytes(d, decayed=False):
+            size = legacy_head_bytes(d, decayed=False)
         if len(data) < size or (len(data) - size) % _EVENT_DTYPE.itemsize:
             raise StateCodecError(
                 f"state is {len(data)} bytes; expected {size} + 12·n for d={d} "
@@ -344,9 +367,9 @@ class LaggedWindow:
             )
         heads = parse_heads([data[:size]], d, decayed=False)
         n = int(heads.n[0])
-        if len(data) != state_bytes(d, n):
+        if len(data) != size + _EVENT_DTYPE.itemsize * n:
             raise StateCodecError(
-                f"state is {len(data)} bytes, expected {state_bytes(d, n)} for n={n}"
+                f"state is {len(data)} bytes, expected {size + _EVENT_DTYPE.itemsize * n} for n={n}"
             )
         state = cls(spec, d)
         has_clock = bool(heads.has_clock[0])
@@ -355,7 +378,9 @@ class LaggedWindow:
         state.last_offset = int(heads.last_offset[0])
         state.source_partition = int(heads.partition[0])
         state._weight_sum = float(heads.weight_sum[0])
+        state._weight_lo = float(heads.weight_lo[0])
         state._sum = heads.sums[0].copy()
+        state._sum_lo = heads.sums_lo[0].copy()
         events = np.frombuffer(data, dtype=_EVENT_DTYPE, count=n, offset=size)
         state._buckets = events["rel"].astype(np.int64) + (end if has_clock else 0)
         state._items = events["item"].astype(np.uint32)

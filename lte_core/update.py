@@ -19,6 +19,10 @@ from lte_core.errors import UpdateFormatError
 F32Array = npt.NDArray[np.float32]
 
 _MAX_ID_CHARS = 256
+#: version components stay below 2^53 so every reader (Redis Lua numbers are doubles)
+#: compares them exactly
+MAX_VERSION = 2**53 - 1
+Version = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +39,26 @@ class LTEUpdate:
     vector: F32Array | None
     due_at: float
     produced_at: float
-    #: Per-user version that only grows (DESIGN 3.5); 0 when the producer did not send one.
-    version: int = 0
+    #: ``(last applied input offset, window end bucket)`` of the user when this LTE was
+    #: computed; grows with every change of the user's window (docs/contracts.md,
+    #: "Per-user version"). ``None`` on records of producers older than the field.
+    version: Version | None = None
 
     @property
     def is_empty(self) -> bool:
         """An emptied window: the user has no LTE at ``as_of``."""
         return self.n_events == 0
 
-    def order_key(self) -> tuple[float, float]:
-        """Newer updates win: by ``as_of``, then ``due_at`` (DESIGN 3.5)."""
-        return (self.as_of, self.due_at)
+    def order_key(self) -> tuple[int, float, float]:
+        """Newer updates win (DESIGN 3.5): by ``version``, whatever the clocks say.
+
+        Records without a version (written before the field existed) keep their old order,
+        ``(as_of, due_at)``, among themselves and rank below every versioned record: a
+        versioned record comes from an upgraded worker, which runs after every old one.
+        """
+        if self.version is None:
+            return (0, self.as_of, self.due_at)
+        return (1, self.version[0], self.version[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +74,7 @@ class LTEUpdate:
             "vector": self.vector,
             "due_at": self.due_at,
             "produced_at": self.produced_at,
+            **({} if self.version is None else {"version": list(self.version)}),
         }
 
 
@@ -84,6 +98,25 @@ def _string(doc: dict[str, Any], name: str) -> str:
     return value
 
 
+def _version(doc: dict[str, Any]) -> Version | None:
+    value = doc.get("version")
+    if value is None:
+        return None
+    if not _is_version(value):
+        raise UpdateFormatError(
+            "version", "expected [offset, end bucket], two integers of magnitude <= 2^53 - 1"
+        )
+    return (value[0], value[1])
+
+
+def _is_version(value: object) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 2
+        and all(type(x) is int and abs(x) <= MAX_VERSION for x in value)
+    )
+
+
 def _vector(doc: dict[str, Any], name: str, n_events: int) -> F32Array | None:
     value = doc.get(name)
     if value is None:
@@ -94,6 +127,8 @@ def _vector(doc: dict[str, Any], name: str, n_events: int) -> F32Array | None:
         raise UpdateFormatError(name, "must be null when n_events = 0")
     if not isinstance(value, list) or not value:
         raise UpdateFormatError(name, "expected a non-empty list of numbers")
+    if not set(map(type, value)) <= _NUMBER_TYPES:
+        raise UpdateFormatError(name, "expected a list of JSON numbers (no strings, booleans)")
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -127,6 +162,7 @@ def decode_update(data: bytes) -> LTEUpdate:
         vector=_vector(doc, "vector", n_events),
         due_at=_number(doc, "due_at"),
         produced_at=_number(doc, "produced_at"),
+        version=_version(doc),
     )
 
 
@@ -185,6 +221,7 @@ def decode_updates(values: list[bytes]) -> list[LTEUpdate | UpdateFormatError]:
     return [u for u in out if u is not None]
 
 
+_NUMBER_TYPES = frozenset({float, int})
 _SCALARS = ("as_of", "window_start", "window_end", "weight_sum", "due_at", "produced_at")
 _IDS = ("user_id", "basis_version", "encoder")
 
@@ -202,11 +239,20 @@ def _plain(doc: dict[str, Any]) -> bool:
     n = doc.get("n_events")
     if type(n) is not int or n < 0:
         return False
+    version = doc.get("version")
+    if version is not None and not _is_version(version):
+        return False
     vector, coefficients = doc.get("vector"), doc.get("coefficients")
     if n == 0:
         return vector is None and coefficients is None
     return (
-        type(vector) is list and type(coefficients) is list and bool(vector) and bool(coefficients)
+        type(vector) is list
+        and type(coefficients) is list
+        and bool(vector)
+        and bool(coefficients)
+        # numpy would turn "1.5" and true into numbers; the contract says JSON numbers
+        and set(map(type, vector)) <= _NUMBER_TYPES
+        and set(map(type, coefficients)) <= _NUMBER_TYPES
     )
 
 
@@ -226,6 +272,7 @@ def _from_doc(
         vector=vector,
         due_at=float(doc["due_at"]),
         produced_at=float(doc["produced_at"]),
+        version=None if doc.get("version") is None else (doc["version"][0], doc["version"][1]),
     )
 
 

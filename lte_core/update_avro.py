@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate, decode_updates
+from lte_core.update import MAX_VERSION, LTEUpdate, Version, decode_updates
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -44,7 +44,9 @@ SCHEMA_TEXT = resources.files("lte_core").joinpath("schemas/lte_update.avsc").re
 CANONICAL_FORM = (
     '{"name":"io.lte_stream.v1.LTEUpdate","type":"record","fields":['
     '{"name":"user_id","type":"string"},{"name":"basis_version","type":"string"},'
-    '{"name":"encoder","type":"string"},{"name":"version","type":"long"},'
+    '{"name":"encoder","type":"string"},{"name":"version","type":["null",'
+    '{"name":"io.lte_stream.v1.Version","type":"record","fields":['
+    '{"name":"last_offset","type":"long"},{"name":"end_bucket","type":"long"}]}]},'
     '{"name":"as_of","type":"double"},{"name":"window_start","type":"double"},'
     '{"name":"window_end","type":"double"},{"name":"n_events","type":"long"},'
     '{"name":"weight_sum","type":"double"},{"name":"due_at","type":"double"},'
@@ -99,6 +101,12 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
+def _version(version: Version | None) -> bytes:
+    if version is None:
+        return b"\x00"
+    return b"\x02" + _long(version[0]) + _long(version[1])
+
+
 def _string(text: str) -> bytes:
     raw = text.encode()
     return _long(len(raw)) + raw
@@ -125,7 +133,7 @@ def encode(update: LTEUpdate) -> bytes:
             _string(update.user_id),
             _string(update.basis_version),
             _string(update.encoder),
-            _long(update.version),
+            _version(update.version),
             _DOUBLES3.pack(update.as_of, update.window_start, update.window_end),
             _long(update.n_events),
             _DOUBLES3.pack(update.weight_sum, update.due_at, update.produced_at),
@@ -140,7 +148,7 @@ def encode_rows(
     *,
     basis_version: str,
     encoder: str,
-    version: Sequence[int],
+    version: Sequence[Version | None],
     as_of: float,
     window_start: Sequence[float],
     window_end: Sequence[float],
@@ -180,7 +188,7 @@ def encode_rows(
                 PREFIX,
                 _string(user_ids[i]),
                 middle,
-                _long(version[i]),
+                _version(version[i]),
                 head_pack(as_of, window_start[i], window_end[i]),
                 _long(n_events[i]),
                 tail_pack(weight_sum[i], due_at[i], produced_at),
@@ -215,6 +223,19 @@ class _Reader:
                 break
         self.pos = pos
         return (z >> 1) ^ -(z & 1)
+
+    def version(self) -> Version | None:
+        branch = self.long("version")
+        if branch == 0:
+            return None
+        if branch != 1:
+            raise UpdateFormatError("version", f"union branch {branch} is neither null nor Version")
+        version = (self.long("version"), self.long("version"))
+        if any(abs(x) > MAX_VERSION for x in version):
+            raise UpdateFormatError(
+                "version", "expected [offset, end bucket], two integers of magnitude <= 2^53 - 1"
+            )
+        return version
 
     def raw(self, field: str, size: int) -> bytes:
         end = self.pos + size
@@ -270,9 +291,7 @@ def decode(value: bytes) -> LTEUpdate:
     user_id = r.string("user_id")
     basis_version = r.string("basis_version")
     encoder = r.string("encoder")
-    version = r.long("version")
-    if version < 0:
-        raise UpdateFormatError("version", "must be >= 0")
+    version = r.version()
     as_of, window_start, window_end = r.doubles(("as_of", "window_start", "window_end"))
     n_events = r.long("n_events")
     if n_events < 0:

@@ -12,3 +12,8 @@ class ServiceError(LTEError):
 
 class BrokerError(ServiceError):
     """The embedded broker cannot be started, or a Kafka broker cannot be reached."""
+
+
+class TaskDiedError(LTEError):
+    """A supervised task raised an error it does not handle: the process stops
+    (:mod:`lte_runtime.crash_only`)."""

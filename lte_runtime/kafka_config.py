@@ -1,13 +1,14 @@
 """Kafka connection settings shared by the worker, the refresher and ``lte replay``.
 
 Secrets (SASL password, key password) come from the environment or flags at the entry point
-and are never logged: :meth:`KafkaSettings.describe` masks them.
+and are never logged: :meth:`KafkaSettings.describe` masks them and the dataclass ``repr``
+leaves the password out.
 """
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lte_core.errors import ConfigError
@@ -22,7 +23,8 @@ class KafkaSettings:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    #: never in ``repr``/``str`` (nor, so, in tracebacks and logs that format the settings)
+    sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None

@@ -1,8 +1,9 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` for a process, on aiohttp.
 
-Liveness says the event loop answers; readiness is a callable the process supplies (the
-worker: partitions restored; the refresher: the store answers), so orchestrators route work
-only to processes that can do it.
+Liveness says the event loop answers and, when the process supplies ``alive``, that its
+long-running loops still make progress (:class:`lte_runtime.crash_only.Heartbeat`);
+readiness is a callable the process supplies (the worker: partitions restored; the
+refresher: the store answers), so orchestrators route work only to processes that can do it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def add_status_routes(app: web.Application, registry: CollectorRegistry, ready: Readiness) -> None:
+def add_status_routes(
+    app: web.Application,
+    registry: CollectorRegistry,
+    ready: Readiness,
+    alive: Readiness | None = None,
+) -> None:
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        ok, reason = alive() if alive is not None else (True, "event loop answers")
+        return web.json_response(
+            {"status": "ok" if ok else "dead", "reason": reason}, status=200 if ok else 503
+        )
 
     async def readyz(_: web.Request) -> web.Response:
         ok, reason = ready()
@@ -39,10 +48,16 @@ class StatusServer:
     """A small aiohttp site serving the status routes on ``host:port`` (port 0 = any free)."""
 
     def __init__(
-        self, registry: CollectorRegistry, ready: Readiness, *, host: str, port: int
+        self,
+        registry: CollectorRegistry,
+        ready: Readiness,
+        *,
+        host: str,
+        port: int,
+        alive: Readiness | None = None,
     ) -> None:
         self._app = web.Application()
-        add_status_routes(self._app, registry, ready)
+        add_status_routes(self._app, registry, ready, alive)
         self._runner = web.AppRunner(self._app, access_log=None)
         self._host = host
         self.port = port

@@ -39,6 +39,7 @@ class RefresherMetrics(NamedTuple):
     write_seconds: Histogram
     batch_updates: Histogram
     consumer_lag: Gauge
+    retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RefresherMetrics:
@@ -103,6 +104,13 @@ class RefresherMetrics(NamedTuple):
                 "lte_consumer_lag",
                 "Records behind the partition high-water mark",
                 ["component", "partition"],
+                registry=registry,
+            ),
+            retries=Counter(
+                "lte_refresher_retries_total",
+                "Failed attempts retried with backoff, by operation (store_ping, store_write, "
+                "dlq_send): transient broker and store errors",
+                ["operation"],
                 registry=registry,
             ),
         )

@@ -7,8 +7,10 @@ rollback is just reading the older pair (DESIGN 3.5).
 Rules every backend implements, and ``tests/integration/test_online_store_contract.py``
 checks against each of them:
 
-* **Monotonic.** An update is written only if its order key ``(as_of, due_at)`` is not older
-  than the stored entry's; an older one is skipped (outcome ``stale``). Kafka redelivers after
+* **Monotonic.** An update is written only if its order key (:meth:`LTEUpdate.order_key`:
+  the per-user ``version``, which only grows, whatever the clocks say; ``(as_of, due_at)``
+  for entries and records older than the field, which rank below every versioned one) is not
+  older than the stored entry's; an older one is skipped (outcome ``stale``). Kafka redelivers after
   a crash and partitions may be consumed out of order after a rebalance, so the store, not
   the consumer, is where "newest wins" is enforced. The comparison and the write are one
   atomic step (a Lua script in Redis, the single writer's batch in RocksDB): no
@@ -26,13 +28,17 @@ checks against each of them:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lte_core.update import LTEUpdate
+from serving.errors import StoreUnavailableError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +120,14 @@ class OnlineStore(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the store is, for logs (no secrets)."""
+
+
+async def bounded_store_call(call: Awaitable[T], seconds: float, store: OnlineStore) -> T:
+    """``call``, or :class:`StoreUnavailableError` after ``seconds``: a hung store (Redis
+    stopped, a dead connection) counts as down now, not after the client's socket timeout."""
+    try:
+        return await asyncio.wait_for(call, seconds)
+    except TimeoutError as exc:
+        raise StoreUnavailableError(
+            f"{store.describe()} did not answer within {seconds:g}s"
+        ) from exc

@@ -8,39 +8,54 @@
 * ``/healthz``, ``/readyz``, ``/metrics`` (never behind the token: orchestrators and
   Prometheus call them).
 
-Every error is JSON ``{"error": {"code", "message"}}``; the message names the parameter.
+Every error is JSON ``{"error": {"code", "message"}}``; the message names the parameter —
+also for requests aiohttp's HTTP parser refuses (never echoing the input). Every store call
+is bounded by ``read_timeout`` (a hung store answers 503 fast), a request head must arrive
+within ``header_timeout`` and a body within ``body_timeout``; a client that goes away
+mid-request is counted (status 499), not logged as an error.
 When no ``basis_version``/``encoder`` is given and none is configured, the most recently
 written pair is used (from the store's registry, re-read at most once a second).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry
 
 from lte_runtime.status_server import Readiness, add_status_routes
 from serving.errors import StoreDataError, StoreUnavailableError
 from serving.metrics import ApiMetrics
-from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair
+from serving.online_store import (
+    OnlineStore,
+    StoredLTE,
+    StoreKey,
+    VersionPair,
+    bounded_store_call,
+)
 from serving.read_coalescer import ReadCoalescer
 from serving.settings import MAX_USER_ID_CHARS, ApiSettings
 
 ROUTE_ONE = "/v1/lte/{user_id}"
 ROUTE_BATCH = "/v1/lte:batchGet"
 VERSIONS_CACHE_SECONDS = 1.0
+CLIENT_CLOSED = 499
 OUTAGE_LOG_SECONDS = 10.0
 _PAIR_FIELDS = ("basis_version", "encoder")
 _BATCH_FIELDS = ("user_ids", *_PAIR_FIELDS)
 
 log = logging.getLogger("lte.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -76,7 +91,8 @@ _HTTP_CODES = {
 
 
 def _authorise(request: web.Request, expected: bytes) -> None:
-    given = request.headers.get("Authorization", "").encode()
+    # aiohttp keeps undecodable header bytes as surrogates; they compare unequal, never raise
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(given, expected):
         raise ApiError(
             401,
@@ -127,6 +143,11 @@ class ReadApi:
         except StoreDataError as exc:
             log.error("%s", exc)
             response = error_response(500, "corrupt_entry", str(exc))
+        except ConnectionError:
+            # the client went away (aiohttp cancels the read with ConnectionResetError): no
+            # one to answer, nothing wrong here; 499 in the latency metric, as nginx counts it
+            log.debug("client disconnected during %s %s", request.method, request.path)
+            response = error_response(CLIENT_CLOSED, "client_closed", "client disconnected")
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             response = error_response(500, "internal", "unexpected error; see the server log")
@@ -141,7 +162,9 @@ class ReadApi:
         user_id = _checked_id(request.match_info["user_id"], "user_id")
         query = self._pair_query(request)
         basis_version, encoder = await self._pair(**query)
-        found = await self._single_reads.get(StoreKey(basis_version, encoder, user_id))
+        found = await self._bounded(
+            self._single_reads.get(StoreKey(basis_version, encoder, user_id))
+        )
         if found is None:
             raise ApiError(
                 404,
@@ -160,9 +183,18 @@ class ReadApi:
                 "put basis_version and encoder in the JSON body",
             )
         try:
-            body = orjson.loads(await request.read())
+            raw = await asyncio.wait_for(request.read(), self._settings.body_timeout)
+        except TimeoutError as exc:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"body: not received within {self._settings.body_timeout:g}s",
+            ) from exc
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "bad_request", f"body: not JSON ({exc})") from exc
+            # orjson's message quotes the input; say where, not what
+            raise ApiError(400, "bad_request", f"body: not JSON (at byte {exc.pos})") from exc
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body: expected a JSON object")
         unknown = sorted(set(body) - set(_BATCH_FIELDS))
@@ -183,8 +215,8 @@ class ReadApi:
             if body.get(name) is not None
         }
         basis_version, encoder = await self._pair(**pair)
-        found = await self._store.get_many(
-            [StoreKey(basis_version, encoder, user) for user in users]
+        found = await self._bounded(
+            self._store.get_many([StoreKey(basis_version, encoder, user) for user in users])
         )
         return json_response(
             {
@@ -234,9 +266,14 @@ class ReadApi:
 
     async def _versions(self) -> list[VersionPair]:
         if time.monotonic() - self._pairs_read_at > VERSIONS_CACHE_SECONDS:
-            self._pairs = await self._store.versions()
+            self._pairs = await self._bounded(self._store.versions())
             self._pairs_read_at = time.monotonic()
         return self._pairs
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """``call``, or :class:`StoreUnavailableError` after ``read_timeout``: a hung store
+        (Redis stopped, a dead connection) answers 503 now, not after the socket timeout."""
+        return await bounded_store_call(call, self._settings.read_timeout, self._store)
 
 
 def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:
@@ -244,7 +281,11 @@ def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:
 
 
 def build_app(
-    store: OnlineStore, settings: ApiSettings, registry: CollectorRegistry, ready: Readiness
+    store: OnlineStore,
+    settings: ApiSettings,
+    registry: CollectorRegistry,
+    ready: Readiness,
+    alive: Readiness | None = None,
 ) -> web.Application:
     api = ReadApi(store, settings, ApiMetrics.create(registry))
     app = web.Application(
@@ -253,14 +294,51 @@ def build_app(
     )
     app.router.add_get(ROUTE_ONE.replace("{user_id}", r"{user_id:[\s\S]+}"), api.get_one)
     app.router.add_post(ROUTE_BATCH, api.batch_get)
-    add_status_routes(app, registry, ready)
+    add_status_routes(app, registry, ready, alive)
     return app
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port`` (0 = any free port); return the runner and the port."""
-    runner = web.AppRunner(app, access_log=None)
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering requests its parser refuses (and its own
+    500s) with this API's JSON error instead of plain text that quotes the input."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("refused a malformed request from %s: %r", request.remote, exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; closing the connection")
+        code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal")
+        text = "malformed HTTP request" if status < 500 else "unexpected error; see the server log"
+        response = error_response(status, code, text)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, header_timeout: float = 10.0
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0 = any free port); return the runner and the port.
+
+    ``header_timeout`` is aiohttp's keep-alive timeout, which since 3.10 also runs from the
+    moment a connection opens until a complete request head arrived: a slow client that
+    trickles its headers is closed after it."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
     await runner.setup()
+    assert runner.server is not None
+    runner.server.__class__ = _JsonErrorServer
     site = web.TCPSite(runner, host, port)
     await site.start()
     sockets = getattr(site._server, "sockets", None)

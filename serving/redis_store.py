@@ -39,6 +39,9 @@ from serving.store_format import (
     HEADER,
     ORDER_KEY_OFFSET,
     PAIRS_KEY,
+    UNVERSIONED_FORMAT,
+    VERSION_OFFSET,
+    VERSIONED_HEADER,
     decode_found,
     decode_replaced,
     encode_entry,
@@ -53,19 +56,34 @@ CHUNK = 256
 # KEYS[i] = entry key, ARGV[i] = encoded entry. Returns, per entry, an outcome code
 # (0 written, 1 duplicate, 2 stale) and the value it replaced ('' when none). A value that is
 # not an entry of this format (too short, other version byte) is overwritten like no entry.
+# order() is LTEUpdate.order_key read from the bytes (serving.store_format): format 2 by its
+# version, format 1 by (as_of, due_at), every format 2 entry newer than any format 1 one.
 WRITE_SCRIPT = f"""
+local function order(v)
+  local fmt = string.byte(v, 1)
+  if fmt == {FORMAT_VERSION} and string.len(v) >= {VERSIONED_HEADER.size} then
+    local a, b = struct.unpack('<dd', v, {VERSION_OFFSET + 1})
+    return 1, a, b
+  elseif fmt == {UNVERSIONED_FORMAT} and string.len(v) >= {HEADER.size} then
+    local a, b = struct.unpack('<dd', v, {ORDER_KEY_OFFSET + 1})
+    return 0, a, b
+  end
+  return nil, nil, nil
+end
 local out = {{}}
 for i = 1, #KEYS do
   local new = ARGV[i]
   local old = redis.call('GET', KEYS[i])
   local code = 0
-  if old and string.len(old) >= {HEADER.size} and string.byte(old, 1) == {FORMAT_VERSION} then
-    local old_as_of, old_due = struct.unpack('<dd', old, {ORDER_KEY_OFFSET + 1})
-    local new_as_of, new_due = struct.unpack('<dd', new, {ORDER_KEY_OFFSET + 1})
-    if new_as_of < old_as_of or (new_as_of == old_as_of and new_due < old_due) then
-      code = 2
-    elseif new_as_of == old_as_of and new_due == old_due then
-      code = 1
+  if old then
+    local ok, oa, ob = order(old)
+    if ok then
+      local nk, na, nb = order(new)
+      if nk < ok or (nk == ok and (na < oa or (na == oa and nb < ob))) then
+        code = 2
+      elseif nk == ok and na == oa and nb == ob then
+        code = 1
+      end
     end
   end
   if code ~= 2 then

@@ -5,8 +5,9 @@ One batch at a time, in this order:
 1. fetch up to ``--batch-max-records`` records (``getmany``);
 2. decode each; a record that breaks the contract (DESIGN 3.4) — or whose key is not its
    ``user_id`` — is dead-lettered with the original bytes and counted, never raised;
-3. coalesce per ``(basis_version, encoder, user_id)``: the newest by ``(as_of, due_at)``
-   wins (the later record on a tie), the rest are counted as ``stale``/``duplicate``;
+3. coalesce per ``(basis_version, encoder, user_id)``: the newest by the per-user
+   ``version`` (:meth:`LTEUpdate.order_key`) wins (the later record on a tie), the rest
+   are counted as ``stale``/``duplicate``;
 4. send the dead letters, then write the batch to the store (monotonic, idempotent);
 5. only then commit the batch's offsets.
 
@@ -36,11 +37,18 @@ from prometheus_client import CollectorRegistry
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate
 from lte_core.update_avro import decode_mixed
+from lte_runtime.crash_only import Heartbeat, supervised
 from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
 from serving.metrics import RefresherMetrics
-from serving.online_store import OnlineStore, StoreKey, WriteOutcome, WriteResult
+from serving.online_store import (
+    OnlineStore,
+    StoreKey,
+    WriteOutcome,
+    WriteResult,
+    bounded_store_call,
+)
 from serving.read_api import build_app, start_site
 from serving.settings import RefresherSettings
 from serving.store_url import open_store
@@ -53,6 +61,8 @@ T = TypeVar("T")
 DEAD_LETTER_REASON = "invalid_update"
 IDLE_PING_SECONDS = 1.0
 FIRST_RETRY_SECONDS = 0.05
+HEARTBEAT_LIMIT_SECONDS = 60.0
+PING_TIMEOUT_SECONDS = 1.0
 
 
 class Refresher:
@@ -73,6 +83,11 @@ class Refresher:
         self._store_checked = 0.0
         self._joined = False
         self._store_name = settings.store.describe()
+        # a loop iteration is at most a fetch, a store write with its socket timeout, and
+        # a retry wait; far beyond that the loop is stuck, and /healthz says so
+        self.heartbeat = Heartbeat(
+            "the refresher loop", HEARTBEAT_LIMIT_SECONDS + 2 * settings.retry_max_seconds
+        )
 
     def readiness(self) -> tuple[bool, str]:
         if not self._store_ok:
@@ -82,9 +97,10 @@ class Refresher:
         return True, f"writing to {self._store_name}"
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Crash-only: an unexpected error ends the process with one line, exit 1."""
         store = open_store(self.settings.store, writer=True)
         try:
-            await self._run(store, stop)
+            await supervised("the refresher loop", self._run(store, stop))
         finally:
             await store.close()
 
@@ -108,7 +124,10 @@ class Refresher:
         )
         async with contextlib.AsyncExitStack() as running:
             running.push_async_callback(await self._start_status(store))
-            if await self._retrying("reaching the store", _answers(store), stop) is None:
+            if (
+                await self._retrying("reaching the store", _answers(store), stop, "store_ping")
+                is None
+            ):
                 return
             self._store_answered()
             producer = AIOKafkaProducer(
@@ -150,8 +169,10 @@ class Refresher:
         routes alone on ``--metrics-port``; returns how to stop it."""
         s = self.settings
         if s.api is not None:
-            app = build_app(store, s.api, self.registry, self.readiness)
-            runner, port = await start_site(app, s.api.host, s.api.port)
+            app = build_app(store, s.api, self.registry, self.readiness, self.heartbeat.liveness)
+            runner, port = await start_site(
+                app, s.api.host, s.api.port, header_timeout=s.api.header_timeout
+            )
             log.info(
                 "read API and metrics on %s:%d (auth %s)",
                 s.api.host,
@@ -160,7 +181,11 @@ class Refresher:
             )
             return runner.cleanup
         status = StatusServer(
-            self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
+            self.registry,
+            self.readiness,
+            host=s.metrics_host,
+            port=s.metrics_port,
+            alive=self.heartbeat.liveness,
         )
         await status.start()
         log.info("metrics on %s:%d", s.metrics_host, status.port)
@@ -169,6 +194,7 @@ class Refresher:
     async def _consume_loop(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
         while not stop.is_set():
+            self.heartbeat.beat()
             batches = await self.consumer.getmany(
                 timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
             )
@@ -206,6 +232,7 @@ class Refresher:
                 "sending to the dead-letter topic",
                 lambda: self.sender.send(self.settings.dlq_topic, dead),
                 stop,
+                "dlq_send",
             )
             is None
         ):
@@ -222,7 +249,7 @@ class Refresher:
                 raise
 
         started = time.perf_counter()
-        results = await self._retrying("writing to the store", write, stop)
+        results = await self._retrying("writing to the store", write, stop, "store_write")
         if results is None:
             return False
         self._store_answered()
@@ -265,16 +292,20 @@ class Refresher:
         self.drift.publish()
 
     async def _retrying(
-        self, what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event
+        self, what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event, operation: str
     ) -> T | None:
-        """``attempt()`` until it succeeds (its result) or ``stop`` is set (None)."""
+        """``attempt()`` until it succeeds (its result) or ``stop`` is set (None). Only
+        transient errors (store outage, broker error) are retried, each counted; anything
+        else propagates and stops the process (crash-only)."""
         delay = FIRST_RETRY_SECONDS
         failures = 0
         while True:
+            self.heartbeat.beat()
             try:
                 result = await attempt()
             except (StoreUnavailableError, KafkaError) as exc:
                 failures += 1
+                self.metrics.retries.labels(operation).inc()
                 if isinstance(exc, StoreUnavailableError):
                     self._store_down()
                 if failures == 1:
@@ -293,7 +324,9 @@ class Refresher:
         """While idle, notice an outage (readiness) before a batch runs into it."""
         self._store_checked = time.monotonic()
         try:
-            await store.ping()
+            # bounded: a hung store (SIGSTOP, a dead connection) turns readiness off within
+            # about a second, not after the client's socket timeout
+            await bounded_store_call(store.ping(), PING_TIMEOUT_SECONDS, store)
         except StoreUnavailableError as exc:
             if self._store_ok:
                 log.warning("the store stopped answering: %s", exc)

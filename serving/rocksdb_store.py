@@ -4,8 +4,9 @@ only — nothing is ever pickled).
 One process writes: RocksDB locks the directory, so a second refresher on the same path fails
 to open (use Redis to scale out). That single writer is what makes the monotonic check
 atomic here: the refresher's batches are serialised, each compared against the stored order
-keys and applied as one ``WriteBatch`` with a synced WAL, so a batch is durable, even across
-a power cut, before the refresher commits its offsets.
+keys (the per-user version, :meth:`LTEUpdate.order_key`) on a worker thread, off the event
+loop that serves reads, and applied as one ``WriteBatch`` with a synced WAL, so a batch is
+durable, even across a power cut, before the refresher commits its offsets.
 
 A process that only reads (``lte serve`` on its own) opens the directory as a RocksDB
 *secondary*: a read-only follower that replays the writer's log, at most every
@@ -15,6 +16,7 @@ about that much.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import struct
@@ -100,10 +102,16 @@ class RocksDBStore(OnlineStore):
     async def write_batch(
         self, updates: Sequence[LTEUpdate], *, stored_at: float
     ) -> list[WriteResult]:
+        """The compare-and-write runs on a worker thread: a synced WAL write takes
+        milliseconds, and the read API may share this event loop (``--serve``). Batches are
+        still serialised (the refresher awaits each), which keeps the check atomic."""
         if not self._writer:
             raise StoreOpenError(f"{self.describe()} was opened read-only")
         if not updates:
             return []
+        return await asyncio.to_thread(self._write_batch, updates, stored_at)
+
+    def _write_batch(self, updates: Sequence[LTEUpdate], stored_at: float) -> list[WriteResult]:
         keys = [StoreKey.of(u) for u in updates]
         raw_keys = [entry_key(k) for k in keys]
         try:

@@ -13,8 +13,9 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from lte_runtime.crash_only import supervised
 from serving.errors import StoreUnavailableError
-from serving.online_store import OnlineStore
+from serving.online_store import OnlineStore, bounded_store_call
 from serving.read_api import build_app, start_site
 from serving.settings import ServeSettings
 from serving.store_url import open_store
@@ -24,8 +25,12 @@ log = logging.getLogger("lte.serve")
 
 
 class StoreWatch:
-    def __init__(self, store: OnlineStore) -> None:
+    """Pings the store; a ping that takes longer than ``timeout`` counts as down, so
+    ``/readyz`` follows a hung store within about ``PING_SECONDS + timeout``."""
+
+    def __init__(self, store: OnlineStore, timeout: float = 1.0) -> None:
         self._store = store
+        self._timeout = timeout
         self._ok = False
 
     def readiness(self) -> tuple[bool, str]:
@@ -36,7 +41,7 @@ class StoreWatch:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self._store.ping()
+                await bounded_store_call(self._store.ping(), self._timeout, self._store)
             except StoreUnavailableError as exc:
                 if self._ok:
                     log.warning("the store stopped answering: %s", exc)
@@ -53,9 +58,11 @@ async def serve(settings: ServeSettings, stop: asyncio.Event) -> None:
     registry = CollectorRegistry()
     store = open_store(settings.store, writer=False)
     try:
-        watch = StoreWatch(store)
+        watch = StoreWatch(store, settings.api.read_timeout)
         app = build_app(store, settings.api, registry, watch.readiness)
-        runner, port = await start_site(app, settings.api.host, settings.api.port)
+        runner, port = await start_site(
+            app, settings.api.host, settings.api.port, header_timeout=settings.api.header_timeout
+        )
         log.info(
             "read API on %s:%d over %s (auth %s)",
             settings.api.host,
@@ -64,7 +71,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event) -> None:
             "on" if settings.api.token else "off",
         )
         try:
-            await watch.run(stop)
+            await supervised("the store watch", watch.run(stop))
         finally:
             await runner.cleanup()
     finally:

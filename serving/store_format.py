@@ -12,9 +12,9 @@ lives under ``lte-meta:pairs`` (outside the ``lte:`` prefix).
 Value of an entry: a fixed little-endian header followed by float32 arrays::
 
     offset  size  field
-         0     1  format version (1)
-         1     8  as_of         f64   ┐ the order key, read in place by the Redis script:
-         9     8  due_at        f64   ┘ keep them here in every future version
+         0     1  format version (2; 1 for an update without a version)
+         1     8  as_of         f64   ┐ the order key of format 1, read in place by the
+         9     8  due_at        f64   ┘ Redis script: keep them here in every version
         17     8  produced_at   f64
         25     8  stored_at     f64
         33     8  window_start  f64
@@ -23,7 +23,15 @@ Value of an entry: a fixed little-endian header followed by float32 arrays::
         57     8  n_events      u64
         65     4  K             u32   coefficients
         69     4  d             u32   vector
-        73  4K+4d               coefficients (K x f32), then vector (d x f32)
+        73     8  version[0]    f64   ┐ format 2 only: the update's per-user version
+        81     8  version[1]    f64   ┘ (last offset, end bucket), the order key
+     73|89  4K+4d               coefficients (K x f32), then vector (d x f32)
+
+Format 2 entries are ordered by version, format 1 entries (written from updates without
+one, e.g. before the upgrade) by ``(as_of, due_at)``, and every format 2 entry is newer
+than every format 1 entry — :meth:`lte_core.update.LTEUpdate.order_key`, which
+:func:`order_key_of` reproduces from the bytes. Version components are integers below
+2^53, exact as float64, which is what the Redis script's Lua numbers are.
 
 An emptied window is the header alone with ``n_events = K = d = 0``. Binary float32 keeps an
 entry at 73 + 4(K+d) bytes (JSON floats would be ~3x larger and need parsing) and returns
@@ -43,9 +51,12 @@ from lte_core.update import LTEUpdate
 from serving.errors import StoreDataError
 from serving.online_store import StoredLTE, StoreKey
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UNVERSIONED_FORMAT = 1
 HEADER = struct.Struct("<BdddddddQII")
+VERSIONED_HEADER = struct.Struct("<BdddddddQIIdd")
 ORDER_KEY_OFFSET = 1
+VERSION_OFFSET = HEADER.size
 ENTRY_PREFIX = b"lte:"
 PAIRS_KEY = b"lte-meta:pairs"
 _F32 = np.dtype("<f4")
@@ -83,8 +94,7 @@ def parse_pair_field(field: bytes) -> tuple[str, str]:
 def encode_entry(update: LTEUpdate, stored_at: float) -> bytes:
     coefficients = update.coefficients if update.coefficients is not None else _EMPTY
     vector = update.vector if update.vector is not None else _EMPTY
-    header = HEADER.pack(
-        FORMAT_VERSION,
+    fields = (
         update.as_of,
         update.due_at,
         update.produced_at,
@@ -96,6 +106,10 @@ def encode_entry(update: LTEUpdate, stored_at: float) -> bytes:
         len(coefficients),
         len(vector),
     )
+    if update.version is None:
+        header = HEADER.pack(UNVERSIONED_FORMAT, *fields)
+    else:
+        header = VERSIONED_HEADER.pack(FORMAT_VERSION, *fields, *map(float, update.version))
     return (
         header
         + coefficients.astype(_F32, copy=False).tobytes()
@@ -103,15 +117,26 @@ def encode_entry(update: LTEUpdate, stored_at: float) -> bytes:
     )
 
 
+def _header_size(data: bytes) -> int:
+    return VERSIONED_HEADER.size if data[:1] == bytes([FORMAT_VERSION]) else HEADER.size
+
+
 def is_entry(data: bytes) -> bool:
-    """Whether ``data`` starts like an entry of this format (the order key is readable)."""
-    return len(data) >= HEADER.size and data[0] == FORMAT_VERSION
+    """Whether ``data`` starts like an entry of format 1 or 2 (the order key is readable)."""
+    return (
+        len(data) >= 1
+        and data[0] in {FORMAT_VERSION, UNVERSIONED_FORMAT}
+        and len(data) >= _header_size(data)
+    )
 
 
-def order_key_of(data: bytes) -> tuple[float, float]:
-    """``(as_of, due_at)`` of an encoded entry without decoding the vectors."""
+def order_key_of(data: bytes) -> tuple[int, float, float]:
+    """:meth:`LTEUpdate.order_key` of an encoded entry, without decoding the vectors."""
+    if data[0] == FORMAT_VERSION:
+        offset, end = struct.unpack_from("<dd", data, VERSION_OFFSET)
+        return (1, int(offset), int(end))
     as_of, due_at = struct.unpack_from("<dd", data, ORDER_KEY_OFFSET)
-    return as_of, due_at
+    return (0, as_of, due_at)
 
 
 def decode_replaced(key: StoreKey, data: bytes) -> StoredLTE | None:
@@ -137,9 +162,14 @@ def decode_found(keys: Sequence[StoreKey], found: Sequence[bytes | None]) -> lis
 def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
     if not is_entry(data):
         raise StoreDataError(
-            f"{entry_key(key)!r}: not an LTE entry of format {FORMAT_VERSION} "
-            f"({len(data)} bytes); was it written by another program?"
+            f"{entry_key(key)!r}: not an LTE entry of format {UNVERSIONED_FORMAT} or "
+            f"{FORMAT_VERSION} ({len(data)} bytes); was it written by another program?"
         )
+    size = _header_size(data)
+    version = None
+    if size == VERSIONED_HEADER.size:
+        offset, end = struct.unpack_from("<dd", data, VERSION_OFFSET)
+        version = (int(offset), int(end))
     (
         _,
         as_of,
@@ -153,15 +183,15 @@ def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
         k,
         d,
     ) = HEADER.unpack_from(data)
-    if len(data) != HEADER.size + 4 * (k + d) or (n_events == 0) != (k == 0 and d == 0):
+    if len(data) != size + 4 * (k + d) or (n_events == 0) != (k == 0 and d == 0):
         raise StoreDataError(
             f"{entry_key(key)!r}: entry is truncated or inconsistent "
             f"({len(data)} bytes for n_events={n_events}, K={k}, d={d})"
         )
     coefficients = vector = None
     if n_events:
-        coefficients = np.frombuffer(data, _F32, k, HEADER.size).astype(np.float32)
-        vector = np.frombuffer(data, _F32, d, HEADER.size + 4 * k).astype(np.float32)
+        coefficients = np.frombuffer(data, _F32, k, size).astype(np.float32)
+        vector = np.frombuffer(data, _F32, d, size + 4 * k).astype(np.float32)
     update = LTEUpdate(
         user_id=key.user_id,
         basis_version=key.basis_version,
@@ -175,6 +205,7 @@ def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
         vector=vector,
         due_at=due_at,
         produced_at=produced_at,
+        version=version,
     )
     return StoredLTE(update, stored_at)
 

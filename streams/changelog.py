@@ -19,7 +19,16 @@ from lte_core.engine import due_times
 from lte_core.head import parse_heads
 from lte_core.window import WindowSpec
 from streams.errors import StateStoreError
-from streams.window_store import HEAD, META, META_CHANGELOG, META_CONFIG, WindowStore
+from streams.window_store import (
+    CLOCK_FORMAT,
+    HEAD,
+    META,
+    META_CHANGELOG,
+    META_CLOCK,
+    META_CONFIG,
+    SHIPPED_META,
+    WindowStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +107,12 @@ class ChangelogRestorer:
                         "--group-id (and so a new changelog) or the original settings"
                     )
                 continue
-            if key.startswith(META):
+            if key == META + META_CLOCK and value is not None:
+                # the clock never moves back: keep the later of the local and shipped one
+                local = store.get_meta(META_CLOCK)
+                if local is not None and CLOCK_FORMAT.unpack(local) >= CLOCK_FORMAT.unpack(value):
+                    continue
+            elif key.startswith(META) and key[len(META) :] not in SHIPPED_META:
                 continue
             write.put_raw(key, value)
         for user, old, new in zip(users, old_due.tolist(), new_due.tolist(), strict=True):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Sequence
 
@@ -41,17 +40,18 @@ from streams.settings import WorkerSettings
 from streams.updates import NO_UPDATES, UpdateBatch, UpdateBuilder
 from streams.validation import BatchValidator, RawRecord, ValidBatch
 from streams.window_store import (
+    CLOCK_FORMAT,
     HEAD,
     META_CHANGELOG,
     META_CLOCK,
+    META_EVENTS,
+    META_USERS,
     StoreWrite,
     WindowStore,
 )
 
 log = logging.getLogger(__name__)
-_CLOCK = struct.Struct(">d")
-META_USERS = b"users"
-META_EVENTS = b"events"
+_CLOCK = CLOCK_FORMAT
 
 
 class PartitionProcessor:
@@ -80,7 +80,8 @@ class PartitionProcessor:
         raw = store.get_meta(META_CLOCK)
         self.clock_high_water = _CLOCK.unpack(raw)[0] if raw else float("-inf")
         users = store.get_int(META_USERS)
-        # local metadata, not in the changelog: a store rebuilt from it counts its heads once
+        # carried by the changelog (with the clock); only a store restored from a changelog
+        # written before that counts its heads, once
         self.users = users if users is not None else store.count_keys(HEAD)
         self.events = store.get_int(META_EVENTS) or 0
         self._label = str(partition)
@@ -156,8 +157,11 @@ class PartitionProcessor:
         if now > self.clock_high_water:
             self.clock_high_water = now
             write.meta(META_CLOCK, _CLOCK.pack(now))
-        write.meta_int(META_USERS, self.users)
-        write.meta_int(META_EVENTS, self.events)
+        ship = self._settings.changelog and bool(write.changelog)
+        if ship:  # with every state change, so a restore on a new disk has them too
+            write.meta(META_CLOCK, _CLOCK.pack(self.clock_high_water), shipped=True)
+        write.meta_int(META_USERS, self.users, shipped=ship)
+        write.meta_int(META_EVENTS, self.events, shipped=ship)
         if self._settings.changelog and write.changelog:
             last = await self._sender.send(
                 topics.changelog, write.changelog, partition=self.partition

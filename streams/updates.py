@@ -95,6 +95,8 @@ class UpdateBuilder:
             dumps(now),
         )
         tail = b',"produced_at":%b}' % dumps(time.time())
+        # the user's version (docs/contracts.md): last applied offset, then window end
+        offsets = result.last_offset[rows].tolist()
         records = [
             (
                 users[i],
@@ -109,10 +111,12 @@ class UpdateBuilder:
                     coef,
                     vec,
                     dumps(due_at),
+                    last_offset,
+                    end_bucket,
                     tail,
                 ),
             )
-            for i, start, end, n, w, coef, vec, due_at in zip(
+            for i, start, end, n, w, coef, vec, due_at, last_offset, end_bucket in zip(
                 rows.tolist(),
                 starts,
                 ends,
@@ -121,6 +125,8 @@ class UpdateBuilder:
                 coef_text,
                 vec_text,
                 due.tolist(),
+                offsets,
+                result.end[rows].tolist(),
                 strict=True,
             )
         ]
@@ -130,7 +136,7 @@ class UpdateBuilder:
 #: An ``lte-updates`` value (DESIGN 3.4); ``%b`` fields are JSON already.
 UPDATE_TEMPLATE = (
     b'{"user_id":%b,%b,"window_start":%d,"window_end":%d,"n_events":%d,"weight_sum":%b,'
-    b'"coefficients":%b,"vector":%b,"due_at":%b%b'
+    b'"coefficients":%b,"vector":%b,"due_at":%b,"version":[%d,%d]%b'
 )
 
 

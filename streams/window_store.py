@@ -49,6 +49,12 @@ _EVENT_VALUE_DTYPE = np.dtype([("item", "<u4"), ("weight", "<f4")])
 META_CHANGELOG = b"changelog_offset"
 META_CLOCK = b"clock"
 META_CONFIG = b"config"
+META_USERS = b"users"
+META_EVENTS = b"events"
+#: metadata the changelog carries with every state change, so a partition restored on a new
+#: disk neither moves its clock back nor recounts its heads by a full scan
+SHIPPED_META = (META_CLOCK, META_USERS, META_EVENTS)
+CLOCK_FORMAT = struct.Struct(">d")
 
 ChangelogRecord = tuple[bytes, bytes | None]
 
@@ -241,11 +247,14 @@ class StoreWrite:
         else:
             self.batch.put(key, value)
 
-    def meta(self, name: bytes, value: bytes) -> None:
+    def meta(self, name: bytes, value: bytes, *, shipped: bool = False) -> None:
+        """Metadata; ``shipped`` also sends it in this batch's changelog records (last)."""
         self.batch.put(META + name, value)
+        if shipped:
+            self.changelog.append((META + name, value))
 
-    def meta_int(self, name: bytes, value: int) -> None:
-        self.meta(name, value.to_bytes(8, "big", signed=True))
+    def meta_int(self, name: bytes, value: int, *, shipped: bool = False) -> None:
+        self.meta(name, value.to_bytes(8, "big", signed=True), shipped=shipped)
 
     def commit(self) -> None:
         self._store.write(self.batch)

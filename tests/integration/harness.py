@@ -147,6 +147,57 @@ class LteProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def worker_args(
+    bootstrap: str,
+    basis_dir: Path,
+    *,
+    window: str,
+    lag: str,
+    bucket: str,
+    now: float,
+    state_dir: Path,
+    topics: dict[str, str],
+    group: str,
+    sweep_interval: float,
+) -> list[str]:
+    """``lte worker`` arguments for a test: frozen clock, its own topics (keys
+    ``interactions``, ``updates``, ``dlq``, ``changelog``) and group, a short session
+    timeout and a far future skew (test data spans months)."""
+    return [
+        "worker",
+        "--broker",
+        bootstrap,
+        "--basis",
+        str(basis_dir),
+        "--window",
+        window,
+        "--lag",
+        lag,
+        "--bucket",
+        bucket,
+        "--now",
+        repr(now),
+        "--state-dir",
+        str(state_dir),
+        "--input-topic",
+        topics["interactions"],
+        "--updates-topic",
+        topics["updates"],
+        "--dlq-topic",
+        topics["dlq"],
+        "--changelog-topic",
+        topics["changelog"],
+        "--group-id",
+        group,
+        "--max-future-skew",
+        "400d",
+        "--session-timeout-ms",
+        "6000",
+        "--sweep-interval",
+        repr(sweep_interval),
+    ]
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -252,11 +303,12 @@ def all_committed(committed: dict[int, int], ends: dict[int, int]) -> bool:
 
 
 def latest_updates(bootstrap: str, topic: str = "lte-updates") -> dict[str, dict[str, Any]]:
-    """The newest update per user by (as_of, due_at), as the online store would keep it."""
+    """The newest update per user by its version (the worker's records all carry one), the
+    later record on a tie, as the online store keeps it."""
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(bootstrap, topic):
         doc = orjson.loads(record.value)
         have = latest.get(doc["user_id"])
-        if have is None or (doc["as_of"], doc["due_at"]) >= (have["as_of"], have["due_at"]):
+        if have is None or doc["version"] >= have["version"]:
             latest[doc["user_id"]] = doc
     return latest

@@ -74,6 +74,7 @@ def make_update(
     basis_version: str = "basis-a",
     encoder: str = "mean",
     k: int | None = None,
+    version: tuple[int, int] | None = None,
 ) -> LTEUpdate:
     """An update whose coefficients are the first ``k`` vector entries (any float32s do)."""
     vec = None if vector is None else np.asarray(vector, dtype=np.float32)
@@ -91,14 +92,15 @@ def make_update(
         vector=vec,
         due_at=due_at,
         produced_at=due_at + 0.25,
+        version=version,
     )
 
 
 def update_stream(
     rng: random.Random, *, users: int, count: int, d: int, basis_version: str
 ) -> list[LTEUpdate]:
-    """A topic's worth of updates: out of order, with repeats of the same order key, and
-    some emptied windows."""
+    """A topic's worth of updates: out of order, with repeats of the same order key, some
+    emptied windows, and records with and without a version (a topic across the upgrade)."""
     np_rng = np.random.default_rng(rng.randrange(2**32))
     out = []
     for _ in range(count):
@@ -106,7 +108,12 @@ def update_stream(
         as_of = 1_700_000_000.0 + rng.randrange(40) * 60.0
         due_at = as_of - rng.randrange(3) * 0.5
         vector = None if rng.random() < 0.05 else np_rng.standard_normal(d).astype(np.float32)
-        out.append(make_update(user, as_of, due_at, vector, basis_version=basis_version, k=4))
+        version = None if rng.random() < 0.3 else (rng.randrange(20), rng.randrange(3))
+        out.append(
+            make_update(
+                user, as_of, due_at, vector, basis_version=basis_version, k=4, version=version
+            )
+        )
     return out
 
 
@@ -115,7 +122,7 @@ def records(updates: Sequence[LTEUpdate]) -> list[OutRecord]:
 
 
 def newest_per_key(held: Sequence[tuple[bytes | None, bytes | None]]) -> dict[StoreKey, LTEUpdate]:
-    """The oracle: per key, the update with the largest (as_of, due_at), the later record of
+    """The oracle: per key, the newest update by :func:`newer_or_same` — the later record of
     the topic on a tie — computed from the topic's (key, value) records alone, skipping those
     that break the contract."""
     newest: dict[StoreKey, LTEUpdate] = {}
@@ -128,9 +135,20 @@ def newest_per_key(held: Sequence[tuple[bytes | None, bytes | None]]) -> dict[St
             continue
         key = StoreKey.of(update)
         have = newest.get(key)
-        if have is None or update.order_key() >= have.order_key():
+        if have is None or newer_or_same(update, have):
             newest[key] = update
     return newest
+
+
+def newer_or_same(a: LTEUpdate, b: LTEUpdate) -> bool:
+    """The contract's order, written out (DESIGN 3.5, docs/contracts.md): versions decide;
+    a record without one (from before the field) loses to any with one; two without one
+    compare by ``(as_of, due_at)``."""
+    if a.version is not None and b.version is not None:
+        return a.version >= b.version
+    if a.version is None and b.version is None:
+        return (a.as_of, a.due_at) >= (b.as_of, b.due_at)
+    return a.version is not None
 
 
 def same_update(a: LTEUpdate, b: LTEUpdate) -> bool:

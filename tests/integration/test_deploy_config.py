@@ -4,8 +4,10 @@ the Prometheus configuration and rules with promtool, the dashboard's structure.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,24 @@ def test_dashboard_is_provisioned_and_well_formed() -> None:
     for needed in ("outcome", "lag", "staleness", "drift", "store writes", "latency"):
         assert needed in titles
     assert all(t["expr"] for p in panels for t in p["targets"])
+
+
+def test_the_api_fails_closed_without_a_token() -> None:
+    """No token, no API: compose refuses to interpolate an unset token (``:?``), the port is
+    not published on every interface by default, and ``lte serve`` refuses a non-loopback
+    host without a token (the container's ``--host 0.0.0.0``)."""
+    api = _compose()["services"]["api"]
+    token = api["environment"]["LTE_API_TOKEN"]
+    assert token.startswith("${LTE_API_TOKEN:?"), token
+    assert all(str(p).startswith("${LTE_API_PUBLISH:-127.0.0.1}:") for p in api["ports"])
+    env = {k: v for k, v in os.environ.items() if k != "LTE_API_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lte_cli", *api["command"], "--store", "redis://127.0.0.1:1/0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("lte: error: LTE_API_TOKEN: required")

@@ -179,7 +179,9 @@ def test_replay_into_feast_matches_the_oracle_for_two_basis_versions(
     _check_historical(repo, views[0], first, offline, rng)
 
 
-def _snapshot_source(basis: BasisArtifact, offline: Path, rng: random.Random) -> dict[str, Any]:
+def _snapshot_source(
+    basis: BasisArtifact, offline: Path, rng: random.Random
+) -> dict[tuple[str, float], dict[str, Any]]:
     """Write the view's offline source with the real ``lte snapshot`` (two instants per user,
     two days apart) and return its rows by ``(user_id, as_of)``."""
     tmp = offline.parent / "snapshot-input"

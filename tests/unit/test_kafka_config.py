@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lte_cli.main import cli
+from lte_cli.worker_cmd import parse_type_weights
 from lte_core.errors import ConfigError
 from lte_runtime.kafka_config import KafkaSettings
 
@@ -45,6 +46,9 @@ def test_password_is_never_described() -> None:
     )
     assert "s3cret-value" not in settings.describe()
     assert "svc" in settings.describe()
+    for text in (repr(settings), str(settings), f"{settings!r} {settings}"):
+        assert "s3cret-value" not in text
+    assert "sasl_username='svc'" in repr(settings)
 
 
 def test_cli_refuses_a_bad_fetch_wait_with_the_flag_name() -> None:
@@ -54,3 +58,12 @@ def test_cli_refuses_a_bad_fetch_wait_with_the_flag_name() -> None:
     )
     assert result.exit_code != 0
     assert "--kafka-fetch-max-wait-ms" in result.output
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-1", "1e400"])
+def test_type_weights_refuse_non_finite_and_non_positive_weights_naming_the_flag(
+    value: str,
+) -> None:
+    with pytest.raises(ConfigError, match="--type-weights"):
+        parse_type_weights(f"view=1,cart={value}")
+    assert parse_type_weights("view=1,cart=3.5") == {"view": 1.0, "cart": 3.5}

@@ -15,6 +15,7 @@ from serving.errors import StoreDataError
 from serving.online_store import StoreKey
 from serving.store_format import (
     HEADER,
+    VERSIONED_HEADER,
     decode_entry,
     decode_replaced,
     encode_entry,
@@ -27,6 +28,7 @@ from serving.store_format import (
 f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 f64 = st.floats(allow_nan=False, allow_infinity=False)
 ids = st.text(min_size=1, max_size=20)
+versions = st.integers(-(2**53) + 1, 2**53 - 1)
 
 
 @st.composite
@@ -49,6 +51,7 @@ def updates(draw: st.DrawFn) -> LTEUpdate:
         vector=vector,
         due_at=draw(f64),
         produced_at=draw(f64),
+        version=draw(st.none() | st.tuples(versions, versions)),
     )
 
 
@@ -71,15 +74,19 @@ def test_entries_round_trip_exactly(update: LTEUpdate, stored_at: float) -> None
     assert back.stored_at == stored_at
     k = 0 if update.coefficients is None else len(update.coefficients)
     d = 0 if update.vector is None else len(update.vector)
-    assert len(data) == HEADER.size + 4 * (k + d)
+    header = HEADER.size if update.version is None else VERSIONED_HEADER.size
+    assert len(data) == header + 4 * (k + d)
 
 
 @given(updates())
 def test_the_order_key_sits_where_the_redis_script_reads_it(update: LTEUpdate) -> None:
     data = encode_entry(update, 0.0)
     assert order_key_of(data) == update.order_key()
-    assert struct.unpack_from("<dd", data, 1) == update.order_key()
-    assert HEADER.size == 73 and data[0] == 1
+    assert HEADER.size == 73 and VERSIONED_HEADER.size == 89
+    if update.version is None:
+        assert data[0] == 1 and struct.unpack_from("<dd", data, 1) == (update.as_of, update.due_at)
+    else:
+        assert data[0] == 2 and struct.unpack_from("<dd", data, 73) == update.version
 
 
 def test_an_emptied_window_is_a_header_only_marker() -> None:
@@ -95,7 +102,7 @@ def test_bytes_that_are_not_an_entry_are_refused_with_the_key() -> None:
     update = LTEUpdate("u", "b", "mean", 5.0, 0.0, 1.0, 2, 2.0, vec, vec, 4.0, 6.0)
     key = StoreKey.of(update)
     good = encode_entry(update, 7.0)
-    bad_version = b"\x02" + good[1:]
+    bad_version = b"\x03" + good[1:]
     inconsistent = HEADER.pack(1, 5.0, 4.0, 6.0, 7.0, 0.0, 1.0, 0.0, 0, 3, 3) + good[HEADER.size :]
     for data in (b"", b"hello", good[:-1], good + b"\0", bad_version, inconsistent):
         with pytest.raises(StoreDataError, match="lte:b:mean:u"):

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lte_core.errors import StateCodecError
+from lte_core.head import HEAD_HEADER_BYTES, LO_BYTES, head_bytes, legacy_head_bytes, parse_heads
 from lte_core.state import LaggedWindow, state_bytes
 from lte_core.window import WindowSpec
 
@@ -54,7 +55,7 @@ def test_size_formula_is_16_bytes_or_less_per_event() -> None:
         state, _ = _state(n, d=64)
         assert len(state.to_bytes()) == state_bytes(64, state.n_stored)
     assert state_bytes(64, 1000) - state_bytes(64, 0) == 12_000
-    assert state_bytes(384, 0) == 64 + 8 * 384
+    assert state_bytes(384, 0) == 80 + 16 * 384
 
 
 def test_fresh_state_without_clock_round_trips() -> None:
@@ -74,3 +75,23 @@ def test_decode_errors_are_precise() -> None:
         LaggedWindow.from_bytes(data, SPEC, 5)
     with pytest.raises(StateCodecError, match="version 9"):
         LaggedWindow.from_bytes(b"\x09" + data[1:], SPEC, 4)
+
+
+def test_a_format_1_head_is_still_read_with_zero_low_parts() -> None:
+    """State written before the double-double sums (format 1: ``64 + 8·d`` head) restores."""
+    state, _ = _state(20, d=4)
+    data = state.to_bytes()
+    head = bytearray(data[:HEAD_HEADER_BYTES])
+    head[0] = 1
+    body = data[HEAD_HEADER_BYTES + LO_BYTES : HEAD_HEADER_BYTES + LO_BYTES + 8 * 4]
+    legacy = bytes(head) + body + data[HEAD_HEADER_BYTES + LO_BYTES + 16 * 4 :]
+    assert len(legacy) - 12 * state.n_stored == legacy_head_bytes(4, decayed=False)
+    again = LaggedWindow.from_bytes(legacy, SPEC, 4)
+    assert again.count == state.count and again.last_offset == state.last_offset
+    np.testing.assert_array_equal(again.sum, np.frombuffer(body, "<f8"))
+    heads = parse_heads(
+        [legacy[: legacy_head_bytes(4, decayed=False)], None, data[: head_bytes(4, decayed=False)]],
+        4,
+        False,
+    )
+    assert heads.n[0] == heads.n[2] == state.n_stored and not heads.sums_lo[0].any()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lte_core import update_avro
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate
+from lte_core.update import MAX_VERSION, LTEUpdate
 from lte_core.update import decode_update as decode_json
 from lte_core.update import encode_update as encode_json
 
@@ -24,6 +24,7 @@ SCHEMA = fastavro.parse_schema(json.loads(update_avro.SCHEMA_TEXT))
 ids = st.text(min_size=1, max_size=40).filter(lambda s: 1 <= len(s) <= 256)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 f32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
+versions = st.integers(-MAX_VERSION, MAX_VERSION)
 
 
 @st.composite
@@ -52,7 +53,7 @@ def updates(draw: st.DrawFn) -> LTEUpdate:
         vector=vector,
         due_at=draw(finite),
         produced_at=draw(finite),
-        version=draw(st.integers(0, 2**63 - 1)),
+        version=draw(st.none() | st.tuples(versions, versions)),
     )
 
 
@@ -90,7 +91,12 @@ def test_fingerprint_is_fastavros() -> None:
 def test_fastavro_reads_what_we_write(update: LTEUpdate) -> None:
     record = _fastavro_body(update_avro.encode(update))
     assert record["user_id"] == update.user_id
-    assert record["version"] == update.version
+    if update.version is None:
+        assert record["version"] is None
+    else:
+        assert record["version"] == dict(
+            zip(("last_offset", "end_bucket"), update.version, strict=True)
+        )
     assert record["n_events"] == update.n_events
     for name in ("as_of", "window_start", "window_end", "weight_sum", "due_at", "produced_at"):
         assert record[name] == getattr(update, name)
@@ -154,8 +160,8 @@ def test_batch_encoder_equals_reference(
 
 def test_identity_coefficients_travel_once() -> None:
     vector = np.arange(64, dtype=np.float32)
-    update = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 2.0, 7)
-    other = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector[:8], vector, 1.0, 2.0, 7)
+    update = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 2.0, (7, 1))
+    other = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector[:8], vector, 1.0, 2.0, (7, 1))
     # the union branch and the length take a byte each, where null took one
     assert len(update_avro.encode(other)) - len(update_avro.encode(update)) == 1 + 8 * 4
     decoded = update_avro.decode(update_avro.encode(update))
@@ -168,7 +174,7 @@ def _record(**overrides: object) -> bytes:
         "user_id": "u",
         "basis_version": "b",
         "encoder": "mean",
-        "version": 1,
+        "version": {"last_offset": 5, "end_bucket": 9},
         "as_of": 1.0,
         "window_start": 0.0,
         "window_end": 1.0,
@@ -197,7 +203,7 @@ def _record(**overrides: object) -> bytes:
         ({"vector": None}, "vector"),
         ({"n_events": 0}, "vector"),
         ({"n_events": -1}, "n_events"),
-        ({"version": -1}, "version"),
+        ({"version": {"last_offset": 2**53, "end_bucket": 0}}, "version"),
         ({"user_id": ""}, "user_id"),
         ({"encoder": "x" * 257}, "encoder"),
     ],
@@ -246,12 +252,12 @@ def test_decode_many_reports_bad_records_by_position() -> None:
 
 def test_mixed_batches_are_read_by_marker() -> None:
     vector = np.arange(3, dtype=np.float32)
-    update = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 2.0, 4)
+    update = LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 2.0, (4, 2))
     as_json = encode_json(update)
     out = update_avro.decode_mixed(
         [update_avro.encode(update), as_json, b"{", _record(as_of=math.nan)]
     )
-    assert isinstance(out[0], LTEUpdate) and out[0].version == 4
+    assert isinstance(out[0], LTEUpdate) and out[0].version == (4, 2)
     assert isinstance(out[1], LTEUpdate) and out[1].user_id == "u"
     assert isinstance(out[2], UpdateFormatError) and out[2].field == "value"
     assert isinstance(out[3], UpdateFormatError) and out[3].field == "as_of"

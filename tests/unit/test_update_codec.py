@@ -152,3 +152,54 @@ def test_batch_decoder_agrees_with_decode_update(values: list[bytes]) -> None:
             assert isinstance(result, UpdateFormatError) and result.field == want.field
             continue
         assert isinstance(result, LTEUpdate) and same_update(result, want), (result, want)
+
+
+_GOOD = {
+    "user_id": "u",
+    "basis_version": "b",
+    "encoder": "mean",
+    "as_of": 10.0,
+    "window_start": 0.0,
+    "window_end": 9.0,
+    "n_events": 2,
+    "weight_sum": 2.0,
+    "coefficients": [0.5, 1.5],
+    "vector": [0.5, 1.5],
+    "due_at": 9.5,
+    "produced_at": 10.5,
+    "version": [41, 7],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"vector": [0.5, "1.5"]}, "vector"),
+        ({"vector": [0.5, True]}, "vector"),
+        ({"coefficients": [False, 1.5]}, "coefficients"),
+        ({"version": [1]}, "version"),
+        ({"version": [1, 2.0]}, "version"),
+        ({"version": [1, True]}, "version"),
+        ({"version": "1,2"}, "version"),
+        ({"version": [2**53, 0]}, "version"),
+    ],
+)
+def test_strings_booleans_and_bad_versions_are_refused_by_both_decoders(
+    change: dict[str, object], field: str
+) -> None:
+    value = orjson.dumps({**_GOOD, **change})
+    with pytest.raises(UpdateFormatError) as err:
+        decode_update(value)
+    assert err.value.field == field
+    [batch] = decode_updates([value])
+    assert isinstance(batch, UpdateFormatError) and batch.field == field
+
+
+def test_the_version_round_trips_and_is_optional() -> None:
+    update = decode_update(orjson.dumps(_GOOD))
+    assert update.version == (41, 7)
+    assert orjson.loads(encode_update(update))["version"] == [41, 7]
+    old = decode_update(orjson.dumps({k: v for k, v in _GOOD.items() if k != "version"}))
+    assert old.version is None and "version" not in orjson.loads(encode_update(old))
+    [fast] = decode_updates([orjson.dumps(_GOOD)])
+    assert isinstance(fast, LTEUpdate) and same_update(fast, update)
