@@ -172,14 +172,23 @@ def encode_rows(
     coef_part = [b"\x00"] * n
     if len(filled):
         assert vectors is not None
-        for part, matrix in ((vec_part, vectors), (coef_part, coefficients)):
+        vectors = np.ascontiguousarray(vectors, dtype=_F32)
+        keep = np.ones(len(filled), dtype=bool)
+        if coefficients is not None:
+            coefficients = np.ascontiguousarray(coefficients, dtype=_F32)
+            if coefficients.shape == vectors.shape:
+                # a row equal to its vector, bit for bit, travels once (as in encode)
+                same = (coefficients.view(np.uint32) == vectors.view(np.uint32)).all(axis=1)
+                keep = ~same
+        for part, matrix, wanted in ((vec_part, vectors, None), (coef_part, coefficients, keep)):
             if matrix is None:
                 continue
-            raw = np.ascontiguousarray(matrix, dtype=_F32).tobytes()
+            raw = matrix.tobytes()
             width = matrix.shape[1] * 4
             lead = b"\x02" + _long(width)
             for j, position in enumerate(filled):
-                part[position] = lead + raw[j * width : (j + 1) * width]
+                if wanted is None or wanted[j]:
+                    part[position] = lead + raw[j * width : (j + 1) * width]
     tail_pack = _DOUBLES3.pack
     head_pack = _DOUBLES3.pack
     return [

@@ -11,8 +11,9 @@ import orjson
 
 from lte_core.encoders import Encoder
 from lte_core.engine import NEVER, EngineResult
+from lte_core.update_avro import encode_rows
 from lte_core.window import WindowSpec
-from lte_core.window_lte import window_ltes
+from lte_core.window_lte import WindowLTEs, window_ltes
 from streams.clock import Clock
 
 
@@ -30,14 +31,26 @@ class UpdateBatch:
 NO_UPDATES = UpdateBatch([], np.empty(0))
 
 
+#: ``--update-format`` choices: Avro single-object records (docs/contracts.md §4b), or JSON.
+UPDATE_FORMATS = ("avro", "json")
+
+
 class UpdateBuilder:
     def __init__(
-        self, spec: WindowSpec, encoder: Encoder, basis_version: str, clock: Clock
+        self,
+        spec: WindowSpec,
+        encoder: Encoder,
+        basis_version: str,
+        clock: Clock,
+        update_format: str = "avro",
     ) -> None:
+        if update_format not in UPDATE_FORMATS:
+            raise ValueError(f"update format {update_format!r} is not one of {UPDATE_FORMATS}")
         self._spec = spec
         self._encoder = encoder
         self._basis_version = basis_version
         self._clock = clock
+        self._avro = update_format == "avro"
 
     def due_at(
         self,
@@ -63,7 +76,8 @@ class UpdateBuilder:
         now: float,
         event_due: npt.NDArray[np.float64] | None = None,
     ) -> UpdateBatch:
-        """One JSON record per user whose window changed (:data:`UPDATE_TEMPLATE`).
+        """One record per user whose window changed, Avro (:func:`encode_rows`) or JSON
+        (:data:`UPDATE_TEMPLATE`).
 
         Vectors of the whole flush are formatted by one ``orjson`` call and split into rows
         (float text never contains ``],[``); with the identity basis the coefficients are
@@ -76,6 +90,8 @@ class UpdateBuilder:
             return NO_UPDATES
         due = self.due_at(result, rows, now, event_due)
         lte = window_ltes(self._spec, self._encoder, result.summary, result.end, rows)
+        if self._avro:
+            return self._build_avro(users, result, rows, lte=lte, now=now, due=due)
         coef_text: list[bytes] = [b"null"] * len(rows)
         vec_text: list[bytes] = [b"null"] * len(rows)
         if len(lte.filled):
@@ -131,6 +147,38 @@ class UpdateBuilder:
             )
         ]
         return UpdateBatch(records, due)
+
+    def _build_avro(
+        self,
+        users: list[bytes],
+        result: EngineResult,
+        rows: npt.NDArray[np.int64],
+        *,
+        lte: WindowLTEs,
+        now: float,
+        due: npt.NDArray[np.float64],
+    ) -> UpdateBatch:
+        keys = [users[i] for i in rows.tolist()]
+        values = encode_rows(
+            [k.decode() for k in keys],
+            basis_version=self._basis_version,
+            encoder=self._encoder.name,
+            # the user's version (docs/contracts.md): last applied offset, then window end
+            version=list(
+                zip(result.last_offset[rows].tolist(), result.end[rows].tolist(), strict=True)
+            ),
+            as_of=now,
+            window_start=lte.window_start.astype(np.float64).tolist(),
+            window_end=lte.window_end.astype(np.float64).tolist(),
+            n_events=lte.n_events.tolist(),
+            weight_sum=lte.weight_sum.tolist(),
+            due_at=due.tolist(),
+            produced_at=time.time(),
+            vectors=lte.vectors,
+            coefficients=None if lte.coefficients is lte.vectors else lte.coefficients,
+            filled=lte.filled.tolist(),
+        )
+        return UpdateBatch(list(zip(keys, values, strict=True)), due)
 
 
 #: An ``lte-updates`` value (DESIGN 3.4); ``%b`` fields are JSON already.

@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lte_core import update_avro
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import MeanEncoder
 from lte_core.engine import EventColumns, WindowEngine
 from lte_core.memory_store import MemoryWindowStore
 from lte_core.update import LTEUpdate, decode_update, encode_update
+from lte_core.update_avro import is_avro
 from lte_core.window import WindowSpec
 from streams.clock import Clock, SimulatedTime
-from streams.updates import UpdateBuilder
+from streams.updates import UPDATE_FORMATS, UpdateBuilder
 from tests.integration.store_backends import same_update
 
 SPEC = WindowSpec(window=10 * 60, lag=60, bucket=60)
@@ -37,9 +39,10 @@ NOW = 1_000_000.0
         max_size=25,
     ),
     st.text(min_size=1, max_size=8),
+    st.sampled_from(UPDATE_FORMATS),
 )
 def test_records_decode_like_the_reference_codec(
-    d: int, k: int | None, raw: list[tuple[int, int, float, float]], suffix: str
+    d: int, k: int | None, raw: list[tuple[int, int, float, float]], suffix: str, fmt: str
 ) -> None:
     rng = np.random.default_rng(d)
     vectors = rng.standard_normal((10, d)).astype(np.float32)
@@ -60,13 +63,14 @@ def test_records_decode_like_the_reference_codec(
     engine = WindowEngine(SPEC, basis.item_vectors)
     result = engine.process(store, users, cols, NOW)
     encoder = MeanEncoder(basis)
-    batch = UpdateBuilder(SPEC, encoder, basis.basis_version, Clock.create(None)).build(
+    batch = UpdateBuilder(SPEC, encoder, basis.basis_version, Clock.create(None), fmt).build(
         users, result, NOW
     )
     changed = np.flatnonzero(result.changed)
     assert [key for key, _ in batch.records] == [users[i] for i in changed]
     for (key, value), i, due in zip(batch.records, changed, batch.due_at, strict=True):
-        got = decode_update(value)
+        assert is_avro(value) == (fmt == "avro")
+        got = _decode(value)
         n = int(result.summary.counts[i])
         encoded = encoder.encode(result.summary.rows(np.array([i]))) if n else None
         reference = LTEUpdate(
@@ -86,8 +90,18 @@ def test_records_decode_like_the_reference_codec(
             version=(int(seg[i + 1]) - 1, SPEC.end_bucket(NOW)),
         )
         want = decode_update(encode_update(reference))
-        assert orjson.loads(value).keys() == orjson.loads(encode_update(reference)).keys()
+        if fmt == "json":
+            assert orjson.loads(value).keys() == orjson.loads(encode_update(reference)).keys()
+        else:
+            assert value == update_avro.encode(reference)
         assert same_update(got, want), (got, want)
+        assert got.version == want.version
+
+
+def _decode(value: bytes) -> LTEUpdate:
+    got = update_avro.decode_mixed([value])[0]
+    assert isinstance(got, LTEUpdate), got
+    return got
 
 
 def test_a_window_edge_is_due_when_the_simulated_clock_reached_it() -> None:
@@ -112,5 +126,5 @@ def test_a_window_edge_is_due_when_the_simulated_clock_reached_it() -> None:
     later = enters + 30.0
     result = engine.process(store, [b"u"], EventColumns.empty(1), later)
     batch = builder.build([b"u"], result, later)
-    assert decode_update(batch.records[0][1]).n_events == 1
+    assert _decode(batch.records[0][1]).n_events == 1
     assert batch.due_at.tolist() == pytest.approx([5_000.0 + (enters - NOW) / 1000.0])
