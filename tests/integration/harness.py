@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from lte_core.update_avro import decode_mixed
 from lte_runtime.ports import free_port
 from streams.batch_sender import BatchSender, OutRecord, Record
 
@@ -302,12 +303,25 @@ def all_committed(committed: dict[int, int], ends: dict[int, int]) -> bool:
     return all(committed.get(p, -1) >= end for p, end in ends.items())
 
 
+def update_doc(value: bytes | None) -> dict[str, Any]:
+    """An ``lte-updates`` value, binary (Avro) or JSON, as the JSON document it states:
+    vectors as lists of floats, the version as ``[last_offset, end_bucket]``."""
+    decoded = decode_mixed([value or b""])[0]
+    if isinstance(decoded, Exception):
+        raise decoded
+    doc = decoded.to_dict()
+    for name in ("vector", "coefficients"):
+        if doc[name] is not None:
+            doc[name] = doc[name].tolist()
+    return doc
+
+
 def latest_updates(bootstrap: str, topic: str = "lte-updates") -> dict[str, dict[str, Any]]:
     """The newest update per user by its version (the worker's records all carry one), the
     later record on a tie, as the online store keeps it."""
     latest: dict[str, dict[str, Any]] = {}
     for record in read_topic(bootstrap, topic):
-        doc = orjson.loads(record.value)
+        doc = update_doc(record.value)
         have = latest.get(doc["user_id"])
         if have is None or doc["version"] >= have["version"]:
             latest[doc["user_id"]] = doc

@@ -15,6 +15,7 @@ import orjson
 
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate, decode_update, encode_update
+from lte_core.update_avro import decode_mixed
 from lte_runtime.redis_server import RedisServer
 from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair, WriteResult
 from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation, open_store
@@ -127,9 +128,8 @@ def newest_per_key(held: Sequence[tuple[bytes | None, bytes | None]]) -> dict[St
     that break the contract."""
     newest: dict[StoreKey, LTEUpdate] = {}
     for record_key, value in held:
-        try:
-            update = decode_update(value or b"")
-        except UpdateFormatError:
+        update = decode_mixed([value or b""])[0]
+        if isinstance(update, UpdateFormatError):
             continue
         if record_key != update.user_id.encode():
             continue

@@ -46,6 +46,7 @@ from tests.integration.harness import (
     produce,
     read_topic,
     unique,
+    update_doc,
     wait_until,
 )
 from tests.integration.oracle_check import changed_users, window_means
@@ -120,7 +121,7 @@ def _stream_state(records: list[Any], group: Group, clock: float) -> dict[str, d
     """Per user, the group's last update (in partition order) at or before ``clock``."""
     out: dict[str, dict[str, Any]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        doc = orjson.loads(record.value)
+        doc = update_doc(record.value)
         if (
             doc["basis_version"] == group.basis_version
             and doc["encoder"] == group.encoder_name
