@@ -38,7 +38,7 @@ from lte_runtime.metrics_scrape import Samples, buckets, quantile, scrape, total
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
 from lte_runtime.supervisor import Child, Supervisor
-from streams.batch_sender import BatchSender
+from lte_runtime.kafka.batch_sender import BatchSender
 from streams.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -135,7 +135,7 @@ async def _replay(
 ) -> None:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from streams.batch_sender import BatchSender  # noqa: PLC0415
+    from lte_runtime.kafka.batch_sender import BatchSender  # noqa: PLC0415
     from streams.replay import replay  # noqa: PLC0415
 
     producer = AIOKafkaProducer(

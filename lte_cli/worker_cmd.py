@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,7 +16,6 @@ from lte_cli.options import (
     log_level_option,
     metrics_host_option,
     partitions_option,
-    run_until_signalled,
     session_timeout_option,
     updates_topic_option,
     window_option,
@@ -25,6 +24,9 @@ from lte_core.encoders import EncoderSpec
 from lte_core.errors import ConfigError
 from lte_core.events import EventRules
 from lte_core.window import WindowSpec
+
+if TYPE_CHECKING:
+    from streams.settings import WorkerSettings
 
 
 def parse_type_weights(text: str | None) -> dict[str, float] | None:
@@ -194,14 +196,22 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
 @log_level_option
 @reports_errors
 def worker(**options: Any) -> None:
-    """Consume interactions, keep every user's lagged window, emit LTE updates."""
-    from lte_runtime.logs import configure  # noqa: PLC0415
+    """Consume interactions, keep every user's lagged window, emit LTE updates.
+
+    Runs the Faust app of :mod:`streams.app` (the same as ``faust -A streams.app worker``)."""
+    from streams.app import run_worker  # noqa: PLC0415
+
+    run_worker(settings_from_options(options))
+
+
+def settings_from_options(options: dict[str, Any]) -> WorkerSettings:
+    """The worker's settings from this command's parsed flags (or their ``LTE_*``
+    defaults)."""
     from streams.settings import Topics, WorkerSettings  # noqa: PLC0415
-    from streams.worker import Worker  # noqa: PLC0415
 
     kafka = kafka_settings(options, client_id="lte-worker")
     group = options["group_id"]
-    settings = WorkerSettings(
+    return WorkerSettings(
         kafka=kafka,
         basis_dir=options["basis_dir"],
         window=WindowSpec(options["window"], options["lag"], options["bucket"]),
@@ -231,5 +241,10 @@ def worker(**options: Any) -> None:
         session_timeout_ms=options["session_timeout_ms"],
         log_level=options["log_level"],
     )
-    configure(settings.log_level, "lte-worker")
-    run_until_signalled(Worker(settings).run)
+
+
+def settings_from_environment() -> WorkerSettings:
+    """The settings ``lte worker`` would use with no flags: every value from its ``LTE_*``
+    variable or its default. This is how ``faust -A streams.app worker`` is configured."""
+    context = worker.make_context("lte worker", [])
+    return settings_from_options(dict(context.params))

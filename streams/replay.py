@@ -18,7 +18,7 @@ import orjson
 
 from lte_core.datasets import InteractionLog, read_movielens_ratings
 from lte_core.errors import LTEError
-from streams.batch_sender import BatchSender, OutRecord, Record
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord, Record
 
 Chunk = list[Record]
 

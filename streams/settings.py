@@ -12,7 +12,7 @@ from lte_core.encoders import EncoderSpec
 from lte_core.errors import ConfigError
 from lte_core.events import EventRules
 from lte_core.window import WindowSpec
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 
 
 @dataclass(frozen=True, slots=True)

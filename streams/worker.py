@@ -26,11 +26,11 @@ from prometheus_client import CollectorRegistry
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import build_encoder
 from lte_core.engine import WindowEngine
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.consumer_lag import forget_consumer_lag, observe_consumer_lag
 from lte_runtime.status_server import StatusServer
-from streams.batch_sender import BatchSender, OutRecord
 from streams.changelog import ChangelogRestorer
 from streams.clock import Clock
-from streams.consumer_lag import forget_consumer_lag, observe_consumer_lag
 from streams.errors import StateStoreError
 from streams.metrics import WorkerMetrics
 from streams.partition import PartitionProcessor

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from lte_runtime.ports import free_port
-from streams.batch_sender import BatchSender, OutRecord, Record
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord, Record
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]

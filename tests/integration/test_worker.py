@@ -318,7 +318,7 @@ def test_bad_input_lands_in_the_dlq_with_reasons_and_good_input_is_applied(
     )
     clock = float(good.ts.max()) + 20 * DAY  # every good event is inside the window
     bad = bad_records(rng, past=int(good.ts.min()))
-    from streams.batch_sender import OutRecord  # noqa: PLC0415
+    from lte_runtime.kafka.batch_sender import OutRecord  # noqa: PLC0415
 
     good_records = [
         event_record(u, i, t)

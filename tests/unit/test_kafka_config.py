@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from lte_cli.main import cli
 from lte_core.errors import ConfigError
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 
 
 def test_fetch_wait_reaches_consumers_only() -> None:
