@@ -39,9 +39,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.report import machine_info, save_results, table
 from lte_core.synthetic import SyntheticSpec, SyntheticStream
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.kafka.batch_sender import BatchSender
 from lte_runtime.metrics_scrape import scrape, total
 from lte_runtime.ports import free_port
-from lte_runtime.kafka.batch_sender import BatchSender
 from streams.replay import log_records
 
 ROOT = Path(__file__).resolve().parent.parent

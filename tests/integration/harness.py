@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from lte_runtime.ports import free_port
 from lte_runtime.kafka.batch_sender import BatchSender, OutRecord, Record
+from lte_runtime.ports import free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
