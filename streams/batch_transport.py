@@ -130,6 +130,16 @@ class BatchConsumer(driver.Consumer):
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Faust forgets the acks of revoked partitions before the app's revocation handler
+        # commits; commit what is acked first, so the next owner redoes less.
+        try:
+            await self.commit(revoked)
+        except Exception as exc:
+            log.warning(
+                "offset commit at revocation failed (%r); the next owner will redo those "
+                "records and recognise them as duplicates",
+                exc,
+            )
         for tp in revoked:
             self._acked_ranges.pop(tp, None)
             self._origin.pop(tp, None)

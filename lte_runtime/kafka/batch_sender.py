@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from lte_runtime.kafka.key_partitioner import partitions_for
-
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,8 @@ Record = OutRecord | tuple[bytes | None, bytes | None]
 
 
 #: Attempts at one ``send`` when the broker answers with a retriable error (leader moving,
-#: request timed out ...), with the backoff doubling from :data:`FIRST_BACKOFF_S`.
+#: request timed out, a batch expired waiting for the broker ...), with the backoff
+#: doubling from :data:`FIRST_BACKOFF_S`.
 SEND_ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.1
 
@@ -70,7 +70,8 @@ class BatchSender:
             try:
                 return await self._send_once(topic, records, partition)
             except KafkaError as exc:
-                if not exc.retriable or attempt == SEND_ATTEMPTS:
+                transient = exc.retriable or isinstance(exc, KafkaTimeoutError)
+                if not transient or attempt == SEND_ATTEMPTS:
                     raise
                 log.warning(
                     "producing to %s failed (%r), attempt %d of %d; retrying in %.1fs",
