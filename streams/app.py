@@ -70,11 +70,14 @@ class LteApp(faust.App):
         await self.host.stop()
 
     async def fail(self, exc: BaseException) -> None:
-        """Crash-only: remember the first error and bring the whole worker down."""
-        if self.host.fatal is None:
-            self.host.fatal = exc
-        log.error("worker failed: %s", exc)
-        await self.crash(exc)
+        """Crash-only: remember the first error and bring the whole worker down. Batches in
+        flight will never be acked: Faust must not wait for them while it stops."""
+        first = self.host.fatal is None
+        self.host.failed(exc)
+        self.consumer.unacked.clear()
+        if first:
+            log.error("worker failed: %s", exc)
+            await self.crash(exc)
 
 
 def broker_urls(kafka: KafkaSettings) -> str:
@@ -148,8 +151,10 @@ def _add_engine_agent(app: LteApp, host: EngineHost) -> None:
                 await host.process(message.partition, message.value)
                 crash_point("before_ack")
             except Exception as exc:
+                # the app crashes; this actor ends without acking (Faust's supervisor
+                # would restart a raising actor, skipping the batch)
                 await app.fail(exc)
-                raise
+                return
             app.consumer.ack(message)
 
 

@@ -68,6 +68,7 @@ class EngineHost:
         self.sweep_wakeup = asyncio.Event()
         #: the first error that stopped the worker (its one-line reason at exit)
         self.fatal: BaseException | None = None
+        self._failed = asyncio.Event()
 
     def readiness(self) -> tuple[bool, str]:
         if self.fatal is not None:
@@ -159,7 +160,7 @@ class EngineHost:
                         self.processors[partition] = await self._open(partition)
                 self._opened_event(partition).set()
         except Exception as exc:
-            self.fatal = exc
+            self.failed(exc)
             raise
         self.metrics.assigned_partitions.set(len(self.processors))
         self._ready = True
@@ -177,9 +178,24 @@ class EngineHost:
         forget_consumer_lag(self.metrics.consumer_lag, "worker", owned)
         self.metrics.assigned_partitions.set(len(self.processors))
 
+    def failed(self, exc: BaseException) -> None:
+        """Record the first fatal error; batches still waiting for a partition give up."""
+        if self.fatal is None:
+            self.fatal = exc
+        self._failed.set()
+
     async def process(self, partition: int, records: Sequence[RawRecord]) -> int:
         """Run one batch through the partition's emit order; return its last offset."""
-        await self._opened_event(partition).wait()
+        opened = self._opened_event(partition)
+        if not opened.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (opened, self._failed)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self._failed.is_set():
+            raise WorkerFailedError(f"not processing partition {partition}: {self.fatal}")
         async with self._lock(partition):
             processor = self.processors.get(partition)
             if processor is None:

@@ -3,7 +3,10 @@
 ``LTE_TEST_CRASH_AT=<step>:<n>`` makes the worker exit at once (``os._exit``, no cleanup,
 as a power cut would) the ``n``-th time batch processing reaches ``step``, one of
 :data:`STEPS` — the points between the durable steps of
-:mod:`streams.partition`'s emit order. Unset, :func:`crash_point` is a no-op.
+:mod:`streams.partition`'s emit order. ``<step>:<n>:raise`` raises :class:`InjectedFaultError`
+there instead, as a bug would, to exercise the crash-only path (the worker must stop,
+cancel its other partitions, close its stores and exit 1). Unset, :func:`crash_point` is a
+no-op.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import sys
 
 from lte_core.errors import ConfigError
+from streams.errors import StreamsError
 
 STEPS = ("after_updates", "after_changelog", "after_local_write", "before_ack")
 #: The exit status of a provoked crash, so tests can tell it from a real failure.
@@ -19,16 +23,21 @@ CRASH_STATUS = 86
 _VARIABLE = "LTE_TEST_CRASH_AT"
 
 
-def _parse(text: str | None) -> tuple[str, int] | None:
+class InjectedFaultError(StreamsError):
+    """The failure a test asked for with ``LTE_TEST_CRASH_AT=<step>:<n>:raise``."""
+
+
+def _parse(text: str | None) -> tuple[str, int, bool] | None:
     if not text:
         return None
-    step, _, count = text.partition(":")
-    if step not in STEPS or not count.isdigit() or int(count) < 1:
+    step, _, rest = text.partition(":")
+    count, _, mode = rest.partition(":")
+    if step not in STEPS or not count.isdigit() or int(count) < 1 or mode not in ("", "raise"):
         raise ConfigError(
-            f"{_VARIABLE}: expected <step>:<n> with step one of {', '.join(STEPS)} and n >= 1, "
-            f"got {text!r}"
+            f"{_VARIABLE}: expected <step>:<n>[:raise] with step one of {', '.join(STEPS)} "
+            f"and n >= 1, got {text!r}"
         )
-    return step, int(count)
+    return step, int(count), mode == "raise"
 
 
 _target = _parse(os.environ.get(_VARIABLE))
@@ -42,5 +51,7 @@ def crash_point(step: str) -> None:
         return
     _seen += 1
     if _seen == _target[1]:
+        if _target[2]:
+            raise InjectedFaultError(f"injected failure at {step} #{_seen}")
         print(f"lte: provoked crash at {step} #{_seen}", file=sys.stderr, flush=True)
         os._exit(CRASH_STATUS)

@@ -448,3 +448,26 @@ def test_a_partition_that_cannot_be_opened_stops_the_worker_with_one_line(
     assert mismatched.wait_exit(timeout=90) == 1
     last = mismatched.log().strip().splitlines()[-1]
     assert last.startswith("lte: error: ") and "another configuration" in last, last
+
+
+def test_a_failing_partition_stops_the_worker_and_a_restart_recovers(
+    setup: Setup, movielens: MovieLens, ml_basis: BasisArtifact
+) -> None:
+    """An exception in one partition's actor (not a kill): the worker cancels the others,
+    closes its stores, exits 1 with one line; the same state directory then recovers."""
+    log = head_of(movielens.log.sorted_by_time(), 20_000)
+    t1, _ = clocks(log)
+    setup.produce_log(log)
+    failing = setup.worker(
+        t1,
+        extra=("--batch-max-records", "1000"),
+        env={"LTE_TEST_CRASH_AT": "after_changelog:3:raise"},
+    )
+    assert failing.wait_exit(timeout=90) == 1
+    last = failing.log().strip().splitlines()[-1]
+    assert last == "lte: error: injected failure at after_changelog #3", last
+    final = setup.worker(t1)
+    final.wait_ready()
+    setup.wait_all_committed()
+    assert final.stop() == 0
+    assert_updates_match(setup.latest(), window_means(log, ml_basis, SPEC, t1))

@@ -54,3 +54,26 @@ def test_cli_refuses_a_bad_fetch_wait_with_the_flag_name() -> None:
     )
     assert result.exit_code != 0
     assert "--kafka-fetch-max-wait-ms" in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "bootstrap"),
+    [
+        ("h1:9092", "h1:9092"),
+        ("kafka://h1:9092", "h1:9092"),
+        ("KAFKA://h1:9092/", "h1:9092"),
+        ("kafka://h1:9092, h2:9093", "h1:9092,h2:9093"),
+        ("h1:9092,kafka://h2:9093", "h1:9092,h2:9093"),
+        ("h1:9092,,", "h1:9092"),
+    ],
+)
+def test_broker_accepts_faust_spelling(given: str, bootstrap: str) -> None:
+    settings = KafkaSettings(bootstrap=given)
+    assert settings.bootstrap == bootstrap
+    assert settings.client_kwargs()["bootstrap_servers"] == bootstrap
+
+
+@pytest.mark.parametrize("given", ["", " , ", "redis://h1:6379", "kafka://"])
+def test_broker_refusals_name_the_flag(given: str) -> None:
+    with pytest.raises(ConfigError, match="--broker"):
+        KafkaSettings(bootstrap=given)
