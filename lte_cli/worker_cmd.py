@@ -198,7 +198,8 @@ def parse_type_weights(text: str | None) -> dict[str, float] | None:
 def worker(**options: Any) -> None:
     """Consume interactions, keep every user's lagged window, emit LTE updates.
 
-    Runs the Faust app of :mod:`streams.app` (the same as ``faust -A streams.app worker``)."""
+    Runs the Faust app streams.app, as `faust -A streams.app worker` does with the same
+    settings in LTE_* variables."""
     from streams.app import run_worker  # noqa: PLC0415
 
     run_worker(settings_from_options(options))

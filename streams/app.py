@@ -58,6 +58,7 @@ class LteApp(faust.App):
 
     host: EngineHost
     fetch_max_wait_ms: int
+    batch_max_records: int
 
     async def on_start(self) -> None:
         # before Faust's children (consumer, agents) start: topics exist, producer is up
@@ -114,7 +115,7 @@ def create_app(settings: WorkerSettings, host: EngineHost | None = None) -> LteA
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(1.0, session_s / 5),
         broker_commit_interval=COMMIT_INTERVAL_S,
-        broker_max_poll_records=s.batch_max_records,
+        broker_max_poll_records=s.batch_max_records * s.partitions,
         consumer_max_fetch_size=16 << 20,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=STREAM_BUFFER_BATCHES,
@@ -130,6 +131,7 @@ def create_app(settings: WorkerSettings, host: EngineHost | None = None) -> LteA
     )
     app.host = host
     app.fetch_max_wait_ms = s.kafka.fetch_max_wait_ms
+    app.batch_max_records = s.batch_max_records
     _add_engine_agent(app, host)
     _add_tasks(app, host)
     _add_rebalance_handlers(app, host)

@@ -15,6 +15,9 @@ changes only the unit of delivery:
 * an acked batch counts as its whole offset range, and only a run of contiguous ranges
   starting at the committed offset is committed (so a batch acked early never lets the
   commit jump over an unfinished one);
+* a fetch takes up to ``batch_max_records`` per partition (the app's attribute; Faust's
+  ``broker_max_poll_records`` bounds the whole fetch, so the app sets it to that times the
+  partition count) and a longer chunk is split;
 * the consumer's ``fetch_max_wait_ms`` comes from the app instead of the driver's
   hard-coded 1500 ms (the embedded broker answers a waiting fetch only when it expires).
 
@@ -192,13 +195,17 @@ class BatchConsumer(driver.Consumer):
                 return
             if active is not None and tp not in active:
                 continue
-            message = self._batch_of(tp, chunk, generation)
-            if message is None:
-                continue
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            # abandoned (not lost: never acked) if a rebalance suspends the flow
-            await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            self._next_offset[tp] = message.offset + 1
+            limit = getattr(self.app, "batch_max_records", None) or len(chunk) or 1
+            for start in range(0, len(chunk), limit):
+                message = self._batch_of(tp, chunk[start : start + limit], generation)
+                if message is None:
+                    continue
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                # abandoned (not lost: never acked) if a rebalance suspends the flow
+                await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                self._next_offset[tp] = message.offset + 1
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    return
 
     def _batch_of(self, tp: Any, chunk: list[Any], generation: int) -> BatchMessage | None:
         """The chunk's undelivered records as one message, or None if there are none."""
