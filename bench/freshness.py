@@ -33,12 +33,12 @@ from aiokafka import AIOKafkaProducer
 
 from bench.report import machine_info, save_results, table
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.kafka.batch_sender import BatchSender
 from lte_runtime.metrics_scrape import Samples, buckets, quantile, scrape, total
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
 from lte_runtime.supervisor import Child, Supervisor
 from offline.synthetic import SyntheticSpec, SyntheticStream
-from streams.batch_sender import BatchSender
 from streams.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,13 +55,13 @@ from prometheus_client import CollectorRegistry
 from bench.report import machine_info, save_results, table
 from lte_core.update import LTEUpdate, encode_update
 from lte_runtime.embedded_broker import EmbeddedBroker
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.settings import KafkaSettings
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
 from serving.refresher import Refresher
 from serving.settings import RefresherSettings
 from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation, open_store
-from streams.batch_sender import BatchSender, OutRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 BASIS = "bench-basis"

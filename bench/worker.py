@@ -38,10 +38,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.report import machine_info, save_results, table
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.kafka.batch_sender import BatchSender
 from lte_runtime.metrics_scrape import scrape, total
 from lte_runtime.ports import free_port
 from offline.synthetic import SyntheticSpec, SyntheticStream
-from streams.batch_sender import BatchSender
 from streams.replay import log_records
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -366,7 +366,7 @@ async def _produce(
 ) -> None:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from streams.batch_sender import BatchSender  # noqa: PLC0415
+    from lte_runtime.kafka.batch_sender import BatchSender  # noqa: PLC0415
     from streams.replay import replay, replay_on_clock  # noqa: PLC0415
 
     producer = AIOKafkaProducer(

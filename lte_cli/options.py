@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from lte_core.duration import parse_duration
-from lte_runtime.kafka_config import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSettings
+from lte_runtime.kafka.settings import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSettings
 from lte_runtime.logs import LEVELS
 
 F = TypeVar("F", bound=Callable[..., Any])

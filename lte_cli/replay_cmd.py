@@ -105,9 +105,9 @@ def replay(**options: Any) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from lte_core.errors import ConfigError  # noqa: PLC0415
+    from lte_runtime.kafka.batch_sender import BatchSender  # noqa: PLC0415
     from offline.synthetic import SyntheticSpec, SyntheticStream  # noqa: PLC0415
     from streams import replay as rp  # noqa: PLC0415
-    from streams.batch_sender import BatchSender  # noqa: PLC0415
 
     kafka = kafka_settings(options, client_id="lte-replay")
     sources = [

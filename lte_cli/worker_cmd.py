@@ -21,7 +21,6 @@ from lte_cli.options import (
     log_level_option,
     metrics_host_option,
     partitions_option,
-    run_until_signalled,
     session_timeout_option,
     type_weights_option,
     updates_topic_option,
@@ -34,6 +33,7 @@ from lte_core.window import WindowSpec
 
 if TYPE_CHECKING:
     from streams.clock import SimulatedTime
+    from streams.settings import WorkerSettings
 
 
 def parse_type_weights(text: str | None) -> dict[str, float] | None:
@@ -141,6 +141,16 @@ def simulated_time(options: dict[str, Any]) -> SimulatedTime | None:
 )
 @updates_topic_option
 @click.option(
+    "--update-format",
+    envvar="LTE_UPDATE_FORMAT",
+    type=click.Choice(["avro", "json"]),
+    default="avro",
+    show_default=True,
+    show_envvar=True,
+    help="Records on the updates topic: Avro single-object (binary float32 vectors, "
+    "docs/contracts.md) or JSON. The refresher reads both.",
+)
+@click.option(
     "--dlq-topic",
     envvar="LTE_DLQ_TOPIC",
     default="interactions-dlq",
@@ -228,14 +238,23 @@ def simulated_time(options: dict[str, Any]) -> SimulatedTime | None:
 @log_level_option
 @reports_errors
 def worker(**options: Any) -> None:
-    """Consume interactions, keep every user's lagged window, emit LTE updates."""
-    from lte_runtime.logs import configure  # noqa: PLC0415
+    """Consume interactions, keep every user's lagged window, emit LTE updates.
+
+    Runs the Faust app streams.app, as `faust -A streams.app worker` does with the same
+    settings in LTE_* variables."""
+    from streams.app import run_worker  # noqa: PLC0415
+
+    run_worker(settings_from_options(options))
+
+
+def settings_from_options(options: dict[str, Any]) -> WorkerSettings:
+    """The worker's settings from this command's parsed flags (or their ``LTE_*``
+    defaults)."""
     from streams.settings import Topics, WorkerSettings  # noqa: PLC0415
-    from streams.worker import Worker  # noqa: PLC0415
 
     kafka = kafka_settings(options, client_id="lte-worker")
     group = options["group_id"]
-    settings = WorkerSettings(
+    return WorkerSettings(
         kafka=kafka,
         basis_dir=options["basis_dir"],
         window=WindowSpec(options["window"], options["lag"], options["bucket"]),
@@ -265,6 +284,12 @@ def worker(**options: Any) -> None:
         metrics_port=options["metrics_port"],
         session_timeout_ms=options["session_timeout_ms"],
         log_level=options["log_level"],
+        update_format=options["update_format"],
     )
-    configure(settings.log_level, "lte-worker")
-    run_until_signalled(Worker(settings).run)
+
+
+def settings_from_environment() -> WorkerSettings:
+    """The settings ``lte worker`` would use with no flags: every value from its ``LTE_*``
+    variable or its default. This is how ``faust -A streams.app worker`` is configured."""
+    context = worker.make_context("lte worker", [])
+    return settings_from_options(dict(context.params))

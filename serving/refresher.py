@@ -29,15 +29,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate
 from lte_core.update_avro import decode_mixed
 from lte_runtime.crash_only import Heartbeat, supervised
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.clients import batch_producer, group_consumer
+from lte_runtime.kafka.consumer_lag import forget_consumer_lag, observe_consumer_lag
+from lte_runtime.kafka.dead_letter import DeadLetter
+from lte_runtime.kafka.rebalance import RebalanceCallbacks
+from lte_runtime.kafka.topics import TopicSpec, ensure_topics
 from lte_runtime.status_server import StatusServer
 from serving.drift import PopulationDrift, cosine_distance, load_reference
 from serving.errors import StoreUnavailableError
@@ -52,9 +57,6 @@ from serving.online_store import (
 from serving.read_api import build_app, start_site
 from serving.settings import RefresherSettings
 from serving.store_url import open_store
-from streams.batch_sender import BatchSender, OutRecord
-from streams.consumer_lag import forget_consumer_lag, observe_consumer_lag
-from streams.dead_letter import DeadLetter
 
 log = logging.getLogger("lte.refresher")
 T = TypeVar("T")
@@ -106,20 +108,15 @@ class Refresher:
 
     async def _run(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
-        kafka = s.kafka.client_kwargs()
-        consumer_kafka = s.kafka.consumer_kwargs()
-        await self._ensure_topics(kafka)
-        self.consumer = AIOKafkaConsumer(
-            **consumer_kafka,
-            group_id=s.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=16 << 20,
-            fetch_max_bytes=64 << 20,
+        await ensure_topics(
+            s.kafka, [TopicSpec(s.topic, s.partitions), TopicSpec(s.dlq_topic, s.partitions)]
+        )
+        # A store outage holds one batch for as long as it lasts; leaving the group would
+        # only hand the same outage to another refresher.
+        self.consumer = group_consumer(
+            s.kafka,
+            s.group_id,
             session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, s.session_timeout_ms // 5),
-            # A store outage holds one batch for as long as it lasts; leaving the group
-            # would only hand the same outage to another refresher.
             max_poll_interval_ms=3_600_000,
         )
         async with contextlib.AsyncExitStack() as running:
@@ -130,13 +127,13 @@ class Refresher:
             ):
                 return
             self._store_answered()
-            producer = AIOKafkaProducer(
-                **kafka, acks="all", linger_ms=0, max_batch_size=1 << 20, enable_idempotence=False
-            )
+            producer = batch_producer(s.kafka)
             await producer.start()
             running.push_async_callback(producer.stop)
             self.sender = BatchSender(producer)
-            self.consumer.subscribe([s.topic], listener=_Listener(self))
+            self.consumer.subscribe(
+                [s.topic], listener=RebalanceCallbacks(assigned=self.assigned, revoked=self.revoked)
+            )
             await self.consumer.start()
             running.push_async_callback(self.consumer.stop)
             log.info(
@@ -147,22 +144,6 @@ class Refresher:
                 s.kafka.describe(),
             )
             await self._consume_loop(store, stop)
-
-    async def _ensure_topics(self, kafka: dict[str, Any]) -> None:
-        admin = AIOKafkaAdminClient(**kafka)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(name, self.settings.partitions, 1)
-                for name in (self.settings.topic, self.settings.dlq_topic)
-                if name not in existing
-            ]
-            if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
-        finally:
-            await admin.close()
 
     async def _start_status(self, store: OnlineStore) -> Callable[[], Awaitable[None]]:
         """The read API with the status routes on ``--port`` (``--serve``), else the status
@@ -352,11 +333,11 @@ class Refresher:
             # The batch is in the store; a redelivery only rewrites what is there.
             log.warning("offset commit failed (%s); records will be redelivered", exc)
 
-    def assigned(self) -> None:
+    async def assigned(self, _: set[TopicPartition]) -> None:
         self._joined = True
         self.drift.restart(time.time())
 
-    def revoked(self, partitions: set[TopicPartition]) -> None:
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
         forget_consumer_lag(self.metrics.consumer_lag, "refresher", partitions)
 
 
@@ -393,17 +374,6 @@ def _dead_letter(record: Any, tp: TopicPartition, exc: UpdateFormatError) -> Out
         source_timestamp_ms=record.timestamp,
     )
     return OutRecord(letter.key, letter.value, letter.headers())
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, refresher: Refresher) -> None:
-        self._refresher = refresher
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._refresher.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._refresher.assigned()
 
 
 __all__ = ["Refresher"]

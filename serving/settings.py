@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lte_core.errors import ConfigError
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 from serving.store_url import StoreLocation
 
 MAX_USER_ID_CHARS = 256

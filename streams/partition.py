@@ -5,7 +5,7 @@ The order is what makes redelivery after a crash harmless without transactions:
 1. dead letters and LTE updates are produced and acknowledged;
 2. the state mutations are produced to the changelog and acknowledged;
 3. the same mutations are committed to the local RocksDB in one atomic write batch;
-4. (by the worker) the input offsets are committed.
+4. (by the worker) the batch is acked, and Faust commits the input offsets.
 
 A crash before 3 redoes the batch: updates are re-sent (the store keeps the newest, so a
 repeat is harmless) and the state is rebuilt from the changelog, whose per-user
@@ -32,9 +32,10 @@ from lte_core.engine import (
     EventColumns,
     WindowEngine,
 )
-from streams.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.dead_letter import DeadLetter
 from streams.clock import Clock
-from streams.dead_letter import DeadLetter
+from streams.fault_hook import crash_point
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.updates import NO_UPDATES, UpdateBatch, UpdateBuilder
@@ -154,6 +155,7 @@ class PartitionProcessor:
             emitted = time.time()
             self._metrics.updates.labels(trigger).inc(len(updates))
             self._metrics.update_delay.observe_many(np.maximum(0.0, emitted - updates.due_at))
+            crash_point("after_updates")
         if now > self.clock_high_water:
             self.clock_high_water = now
             write.meta(META_CLOCK, _CLOCK.pack(now))
@@ -167,8 +169,10 @@ class PartitionProcessor:
                 topics.changelog, write.changelog, partition=self.partition
             )
             write.meta_int(META_CHANGELOG, last[self.partition])
+            crash_point("after_changelog")
         self._metrics.state_writes.inc(write.batch.len())
         write.commit()
+        crash_point("after_local_write")
         self._publish_state_gauges()
 
     def _account(self, result: EngineResult) -> None:

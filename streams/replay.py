@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 
 from lte_core.errors import LTEError
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord, Record
 from offline.datasets import InteractionLog, read_movielens_ratings
-from streams.batch_sender import BatchSender, OutRecord, Record
 from streams.clock import Clock
 
 Chunk = list[Record]

@@ -12,7 +12,7 @@ from lte_core.encoders import EncoderSpec
 from lte_core.errors import ConfigError
 from lte_core.events import EventRules
 from lte_core.window import WindowSpec
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 from streams.clock import SimulatedTime
 
 
@@ -46,6 +46,8 @@ class WorkerSettings:
     metrics_port: int = 9400
     session_timeout_ms: int = 10_000
     log_level: str = "info"
+    #: ``avro`` (binary, docs/contracts.md §4b) or ``json`` records on ``lte-updates``
+    update_format: str = "avro"
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -54,6 +56,8 @@ class WorkerSettings:
             raise ConfigError("--batch-max-records: must be at least 1")
         if self.now is not None and self.simulated is not None:
             raise ConfigError("--now: cannot be combined with --clock-start (choose one clock)")
+        if self.update_format not in ("avro", "json"):
+            raise ConfigError("--update-format: must be avro or json")
         if self.sweep_interval <= 0:
             raise ConfigError("--sweep-interval: must be positive")
         if self.encoder.kind == "recency" and self.encoder.half_life <= 0:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from lte_core.engine import EventColumns
 from lte_core.events import EventRules, Reason, Rejection, parse_interaction, plain_interaction
-from streams.dead_letter import DeadLetter
+from lte_runtime.kafka.dead_letter import DeadLetter
 
 
 class RawRecord(Protocol):

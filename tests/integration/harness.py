@@ -20,8 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from lte_core.update_avro import decode_mixed
+from lte_runtime.kafka.batch_sender import BatchSender, OutRecord, Record
 from lte_runtime.ports import free_port
-from streams.batch_sender import BatchSender, OutRecord, Record
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,9 +89,12 @@ class LteProcess:
         name: str,
         env: dict[str, str] | None = None,
         port_flag: str = "--metrics-port",
+        *,
+        program: tuple[str, ...] = ("lte_cli",),
     ) -> None:
         self.port = free_port()
         self.args = [*args, port_flag, str(self.port)]
+        self.program = program
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -99,7 +102,7 @@ class LteProcess:
     def start(self) -> LteProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lte_cli", *self.args],
+            [sys.executable, "-m", *self.program, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self._env,
@@ -122,6 +125,14 @@ class LteProcess:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         return metric(self.port, name, labels) or 0.0
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit status, once the process has ended on its own."""
+        assert self.process is not None
+        try:
+            return int(self.process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s:\n{self.log()}") from None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as in a crash."""

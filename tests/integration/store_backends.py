@@ -16,10 +16,10 @@ import orjson
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate, decode_update, encode_update
 from lte_core.update_avro import decode_mixed
+from lte_runtime.kafka.batch_sender import OutRecord
 from lte_runtime.redis_server import RedisServer
 from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair, WriteResult
 from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation, open_store
-from streams.batch_sender import OutRecord
 
 T = TypeVar("T")
 BACKENDS = ("redis", "rocksdb")

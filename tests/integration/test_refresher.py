@@ -25,13 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from lte_core.update import LTEUpdate
 from lte_runtime.embedded_broker import EmbeddedBroker
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.batch_sender import OutRecord
+from lte_runtime.kafka.settings import KafkaSettings
 from lte_runtime.redis_server import RedisServer
 from serving.online_store import StoreKey
 from serving.refresher import Refresher
 from serving.settings import RefresherSettings
 from serving.store_url import RocksDBLocation
-from streams.batch_sender import OutRecord
 from tests.integration.harness import (
     ROOT,
     LteProcess,

@@ -35,8 +35,8 @@ from lte_core.autoencoder import AutoencoderArtifact
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import RecencyEncoder
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.kafka.batch_sender import OutRecord
 from offline.datasets import InteractionLog, MovieLens
-from streams.batch_sender import OutRecord
 from tests.integration.harness import (
     ROOT,
     LteProcess,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from lte_core.basis import BasisArtifact
 from lte_core.window import WindowSpec
 from lte_runtime.embedded_broker import EmbeddedBroker
 from offline.datasets import InteractionLog, MovieLens
+from streams.fault_hook import CRASH_STATUS, STEPS
 from tests.integration.harness import (
     LteProcess,
     all_committed,
@@ -25,7 +27,6 @@ from tests.integration.harness import (
     read_topic,
     unique,
     wait_until,
-    worker_args,
 )
 from tests.integration.oracle_check import assert_updates_match, changed_users, window_means
 
@@ -51,6 +52,28 @@ class Setup:
             "changelog": f"changelog-{self.name}",
         }
 
+    def options(self, now: float, state: str, group: str | None) -> dict[str, str]:
+        """The worker's settings, by flag name (``--input-topic`` is ``input-topic``)."""
+        t = self.topics
+        return {
+            "broker": self.broker.bootstrap,
+            "basis": str(self.basis_dir),
+            "window": "60d",
+            "lag": "14d",
+            "bucket": "1d",
+            "now": repr(now),
+            "state-dir": str(self.tmp / state),
+            "input-topic": t["interactions"],
+            "updates-topic": t["updates"],
+            "dlq-topic": t["dlq"],
+            "changelog-topic": t["changelog"],
+            "group-id": group or f"g-{self.name}",
+            "max-future-skew": "400d",
+            "session-timeout-ms": "6000",
+            "sweep-interval": "0.2",
+            "log-level": "info",
+        }
+
     def worker(
         self,
         now: float,
@@ -58,27 +81,31 @@ class Setup:
         state: str = "state",
         extra: tuple[str, ...] = (),
         group: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> LteProcess:
+        flags = [
+            f
+            for name, value in self.options(now, state, group).items()
+            for f in (f"--{name}", value)
+        ]
+        process = LteProcess(["worker", *flags, *extra], self.tmp, "worker", env=env)
+        self.started.append(process)
+        return process.start()
+
+    def faust_worker(self, now: float, *, state: str = "state") -> LteProcess:
+        """The same worker through Faust's own command line, configured by ``LTE_*``."""
+        env = {
+            "LTE_" + name.upper().replace("-", "_"): value
+            for name, value in self.options(now, state, None).items()
+        }
+        env["LTE_BROKER"] = f"kafka://{self.broker.bootstrap}"  # Faust's spelling
         process = LteProcess(
-            [
-                *worker_args(
-                    self.broker.bootstrap,
-                    self.basis_dir,
-                    window="60d",
-                    lag="14d",
-                    bucket="1d",
-                    now=now,
-                    state_dir=self.tmp / state,
-                    topics=self.topics,
-                    group=group or f"g-{self.name}",
-                    sweep_interval=0.2,
-                ),
-                "--log-level",
-                "info",
-                *extra,
-            ],
+            ["-A", "streams.app", "worker", "-l", "info"],
             self.tmp,
-            "worker",
+            "faust-worker",
+            env=env,
+            port_flag="--web-port",
+            program=("faust",),
         )
         self.started.append(process)
         return process.start()
@@ -299,7 +326,7 @@ def test_bad_input_lands_in_the_dlq_with_reasons_and_good_input_is_applied(
     )
     clock = float(good.ts.max()) + 20 * DAY  # every good event is inside the window
     bad = bad_records(rng, past=int(good.ts.min()))
-    from streams.batch_sender import OutRecord  # noqa: PLC0415
+    from lte_runtime.kafka.batch_sender import OutRecord  # noqa: PLC0415
 
     good_records = [
         event_record(u, i, t)
@@ -327,3 +354,120 @@ def test_bad_input_lands_in_the_dlq_with_reasons_and_good_input_is_applied(
     assert worker.metric("lte_events_total", {"outcome": "invalid"}) == len(bad) - 40
     assert_updates_match(setup.latest(), window_means(good, ml_basis, SPEC, clock))
     assert worker.stop() == 0
+
+
+def head_of(log: InteractionLog, n: int) -> InteractionLog:
+    return InteractionLog(log.user_ids[:n], log.item_ids[:n], log.ts[:n], log.weights[:n])
+
+
+def test_faust_cli_with_lte_variables_matches_the_oracle(
+    setup: Setup, movielens: MovieLens, ml_basis: BasisArtifact
+) -> None:
+    """``faust -A streams.app worker``, configured only by ``LTE_*`` variables."""
+    log = head_of(movielens.log.sorted_by_time(), 30_000)
+    t1, _ = clocks(log)
+    setup.produce_log(log)
+    worker = setup.faust_worker(t1)
+    worker.wait_ready()
+    setup.wait_all_committed()
+    assert worker.metric("lte_events_total") == len(log)
+    assert worker.stop() == 0
+    assert_updates_match(setup.latest(), window_means(log, ml_basis, SPEC, t1))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_each_step_of_the_emit_order_loses_and_duplicates_nothing(
+    setup: Setup, movielens: MovieLens, ml_basis: BasisArtifact, step: str
+) -> None:
+    log = head_of(movielens.log.sorted_by_time(), 20_000)
+    t1, _ = clocks(log)
+    setup.produce_log(log)
+    end = setup.input_end()
+    crashing = setup.worker(
+        t1, extra=("--batch-max-records", "1000"), env={"LTE_TEST_CRASH_AT": f"{step}:3"}
+    )
+    assert crashing.wait_exit(timeout=90) == CRASH_STATUS, crashing.log()
+    assert not setup.all_committed(end), "the crash came after the replay was committed"
+    final = setup.worker(t1)
+    final.wait_ready()
+    setup.wait_all_committed()
+    assert final.stop() == 0
+    # n_events per user equals the oracle's: an event applied twice would show here
+    assert_updates_match(setup.latest(), window_means(log, ml_basis, SPEC, t1))
+
+
+def test_a_second_worker_joins_and_leaves_while_events_flow(
+    setup: Setup, movielens: MovieLens, ml_basis: BasisArtifact
+) -> None:
+    log = movielens.log.sorted_by_time()
+    t1, _ = clocks(log)
+    parts = [
+        InteractionLog(log.user_ids[c], log.item_ids[c], log.ts[c], log.weights[c])
+        for c in np.array_split(np.arange(len(log)), 4)
+    ]
+
+    def feed(part: InteractionLog) -> threading.Thread:
+        thread = threading.Thread(target=setup.produce_log, args=(part,))
+        thread.start()
+        return thread
+
+    a = setup.worker(t1, state="a", extra=("--batch-max-records", "500"))
+    a.wait_ready()
+    setup.produce_log(parts[0])
+    wait_until(lambda: a.metric("lte_events_total") > 0, timeout=60, what="a to start")
+    joining = feed(parts[1])  # b joins while the second quarter arrives
+    b = setup.worker(t1, state="b", extra=("--batch-max-records", "500"))
+    b.wait_ready()
+    joining.join()
+    setup.produce_log(parts[2])  # some of it on b's partitions
+    wait_until(lambda: b.metric("lte_events_total") > 0, timeout=60, what="b to take a share")
+    leaving = feed(parts[3])  # b leaves while the last quarter arrives
+    assert b.stop() == 0
+    leaving.join()
+    setup.wait_all_committed()
+    wait_until(
+        lambda: a.metric("lte_worker_assigned_partitions") == 4,
+        timeout=60,
+        what="a to own every partition again",
+    )
+    assert_updates_match(setup.latest(), window_means(log, ml_basis, SPEC, t1))
+
+
+def test_a_partition_that_cannot_be_opened_stops_the_worker_with_one_line(
+    setup: Setup, movielens: MovieLens
+) -> None:
+    log = head_of(movielens.log.sorted_by_time(), 2_000)
+    t1, _ = clocks(log)
+    setup.produce_log(log)
+    first = setup.worker(t1)
+    first.wait_ready()
+    setup.wait_all_committed()
+    assert first.stop() == 0
+    # the same state directory under another window: opening a partition must fail
+    mismatched = setup.worker(t1, extra=("--window", "90d"))
+    assert mismatched.wait_exit(timeout=90) == 1
+    last = mismatched.log().strip().splitlines()[-1]
+    assert last.startswith("lte: error: ") and "another configuration" in last, last
+
+
+def test_a_failing_partition_stops_the_worker_and_a_restart_recovers(
+    setup: Setup, movielens: MovieLens, ml_basis: BasisArtifact
+) -> None:
+    """An exception in one partition's actor (not a kill): the worker cancels the others,
+    closes its stores, exits 1 with one line; the same state directory then recovers."""
+    log = head_of(movielens.log.sorted_by_time(), 20_000)
+    t1, _ = clocks(log)
+    setup.produce_log(log)
+    failing = setup.worker(
+        t1,
+        extra=("--batch-max-records", "1000"),
+        env={"LTE_TEST_CRASH_AT": "after_changelog:3:raise"},
+    )
+    assert failing.wait_exit(timeout=90) == 1
+    last = failing.log().strip().splitlines()[-1]
+    assert last == "lte: error: injected failure at after_changelog #3", last
+    final = setup.worker(t1)
+    final.wait_ready()
+    setup.wait_all_committed()
+    assert final.stop() == 0
+    assert_updates_match(setup.latest(), window_means(log, ml_basis, SPEC, t1))

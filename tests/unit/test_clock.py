@@ -18,7 +18,7 @@ from lte_cli.main import cli
 from lte_core.encoders import EncoderSpec
 from lte_core.errors import ConfigError
 from lte_core.window import WindowSpec
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 from streams.clock import Clock, SimulatedTime
 from streams.settings import WorkerSettings
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from lte_cli.main import cli
 from lte_cli.worker_cmd import parse_type_weights
 from lte_core.errors import ConfigError
-from lte_runtime.kafka_config import KafkaSettings
+from lte_runtime.kafka.settings import KafkaSettings
 
 
 def test_fetch_wait_reaches_consumers_only() -> None:
@@ -67,3 +67,26 @@ def test_type_weights_refuse_non_finite_and_non_positive_weights_naming_the_flag
     with pytest.raises(ConfigError, match="--type-weights"):
         parse_type_weights(f"view=1,cart={value}")
     assert parse_type_weights("view=1,cart=3.5") == {"view": 1.0, "cart": 3.5}
+
+
+@pytest.mark.parametrize(
+    ("given", "bootstrap"),
+    [
+        ("h1:9092", "h1:9092"),
+        ("kafka://h1:9092", "h1:9092"),
+        ("KAFKA://h1:9092/", "h1:9092"),
+        ("kafka://h1:9092, h2:9093", "h1:9092,h2:9093"),
+        ("h1:9092,kafka://h2:9093", "h1:9092,h2:9093"),
+        ("h1:9092,,", "h1:9092"),
+    ],
+)
+def test_broker_accepts_faust_spelling(given: str, bootstrap: str) -> None:
+    settings = KafkaSettings(bootstrap=given)
+    assert settings.bootstrap == bootstrap
+    assert settings.client_kwargs()["bootstrap_servers"] == bootstrap
+
+
+@pytest.mark.parametrize("given", ["", " , ", "redis://h1:6379", "kafka://"])
+def test_broker_refusals_name_the_flag(given: str) -> None:
+    with pytest.raises(ConfigError, match="--broker"):
+        KafkaSettings(bootstrap=given)

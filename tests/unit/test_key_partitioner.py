@@ -6,7 +6,7 @@ from aiokafka.partitioner import murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.key_partitioner import murmur2_many, partitions_for
+from lte_runtime.kafka.key_partitioner import murmur2_many, partitions_for
 
 
 @given(st.lists(st.binary(max_size=40), max_size=60))

@@ -32,8 +32,13 @@ class KafkaSettings:
     fetch_max_wait_ms: int = 50
 
     def __post_init__(self) -> None:
-        if not self.bootstrap:
-            raise ConfigError("--broker: give host:port of a Kafka broker (LTE_BROKER)")
+        servers = [_strip_scheme(s.strip()) for s in self.bootstrap.split(",") if s.strip()]
+        if not servers or not all(servers):
+            raise ConfigError(
+                "--broker: give host:port (or kafka://host:port) of a Kafka broker, "
+                f"comma-separated for several (LTE_BROKER); got {self.bootstrap!r}"
+            )
+        object.__setattr__(self, "bootstrap", ",".join(servers))
         if not 1 <= self.fetch_max_wait_ms <= 10_000:
             raise ConfigError(
                 "--kafka-fetch-max-wait-ms: expected 1..10000 milliseconds, "
@@ -55,6 +60,11 @@ class KafkaSettings:
                     f"{self.security_protocol} needs LTE_KAFKA_SASL_USERNAME and "
                     "LTE_KAFKA_SASL_PASSWORD"
                 )
+
+    @property
+    def servers(self) -> list[str]:
+        """The bootstrap servers as ``host:port`` strings."""
+        return self.bootstrap.split(",")
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka producers, consumers and admin clients."""
@@ -88,3 +98,13 @@ class KafkaSettings:
             else ""
         )
         return f"{self.bootstrap} ({self.security_protocol}{auth})"
+
+
+def _strip_scheme(server: str) -> str:
+    """``kafka://host:port`` (Faust's spelling) as ``host:port``."""
+    scheme, sep, rest = server.partition("://")
+    if not sep:
+        return server
+    if scheme.lower() != "kafka":
+        raise ConfigError(f"--broker: expected host:port or kafka://host:port, got {server!r}")
+    return rest.rstrip("/")
