@@ -271,8 +271,14 @@ def _packed(strings: npt.NDArray[np.str_]) -> npt.NDArray[np.uint64] | None:
 
 
 def _arrow_strings(values: npt.NDArray[np.str_]) -> Any:
+    """``values`` as one arrow string array. Arrow reads numpy's strings up to their first
+    NUL, so ids holding one inside go through Python strings instead."""
     import pyarrow as pa  # noqa: PLC0415
 
+    values = np.ascontiguousarray(values)
+    chars = values.view(np.uint32).reshape(len(values), values.dtype.itemsize // 4)
+    if chars.shape[1] > 1 and ((chars[:, :-1] == 0) & (chars[:, 1:] != 0)).any():
+        return pa.array(values.tolist(), type=pa.large_string())
     strings = pa.array(values, type=pa.large_string())
     if isinstance(strings, pa.ChunkedArray):  # big inputs may convert in chunks
         strings = strings.combine_chunks()
