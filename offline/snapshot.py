@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +54,14 @@ logger = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
+Codes = npt.NDArray[np.int32]
 
 #: Events one engine call may move (enter + leave), bounding its float64 scratch memory.
 EVENTS_PER_CALL = 1 << 15
 #: Users one engine call may advance, bounding the heads it decodes at once.
 USERS_PER_CALL = 1 << 15
+#: Threads running the engine calls of one rank side by side (the machine has 2 cores).
+WORKERS = 2
 
 
 class SnapshotError(LTEError):
@@ -125,8 +129,9 @@ class _UserLog:
     ) -> _UserLog:
         if len(events) == 0:
             raise SnapshotError(f"{source}: the log holds no events")
-        items = _Ids.of(events.item_ids)
-        rows = basis.rows_of(items.values.tolist())[items.codes]
+        items, item_code = _Ids.factorise(events.item_ids)
+        rows = basis.rows_of(items.values.tolist()).astype(np.int32)[item_code]
+        del item_code
         known = rows >= 0
         unknown = int(len(rows) - np.count_nonzero(known))
         if unknown == len(rows):
@@ -134,8 +139,9 @@ class _UserLog:
                 f"{source}: none of its {len(rows):,} events has an item of basis "
                 f"{basis.basis_version}; is it the basis the log's items were embedded for?"
             )
-        users = _Ids.of(events.user_ids).restricted(known if unknown else None)
-        user = users.codes
+        users, user_code = _Ids.factorise(events.user_ids)
+        if unknown:
+            users, user_code = users.restricted(user_code, known)
         n_users = len(users.values)
         bucket = spec.bucket_of_array(np.asarray(events.ts, dtype=np.float64))
         if unknown:
@@ -147,7 +153,10 @@ class _UserLog:
                 f"{source}: {span:,} buckets of {spec.bucket}s for {n_users:,} users is "
                 "too fine a bucket for this log; use a coarser --bucket"
             )
-        key = user * span + (bucket - low)
+        key = user_code.astype(np.int64)
+        key *= span
+        key += bucket
+        key -= low
         del bucket
         n = len(key)
         if span * n_users * n < 2**63:
@@ -162,14 +171,15 @@ class _UserLog:
             order = np.argsort(key, kind="stable")
             key = key[order]
         seg = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(user, minlength=n_users), out=seg[1:])
+        np.cumsum(np.bincount(user_code, minlength=n_users), out=seg[1:])
+        del user_code
         source_row = np.flatnonzero(known)[order] if unknown else order
         del order
         return cls(
             users=users,
             seg=seg,
             key=key,
-            item=rows[source_row].astype(np.uint32),
+            item=rows[source_row].view(np.uint32),
             weight=np.asarray(events.weights)[source_row].astype(np.float32),
             span=span,
             low=low,
@@ -192,21 +202,21 @@ class _UserLog:
 
 @dataclass(frozen=True, slots=True)
 class _Ids:
-    """Distinct string ids (``values``, in order of first appearance) and, per input
-    string, its index among them (``codes``).
+    """Distinct string ids, in order of first appearance: the table that maps ids to
+    indices (:meth:`factorise` gives each input string's index, :meth:`lookup` finds
+    more strings).
 
-    Ids of at most 8 ASCII characters (numbers, short codes -- what logs mostly
-    hold) are packed into one uint64 each, which is exact, and factorised by hashing
-    those integers; other ids are hashed as strings (pyarrow). Both are several times
-    faster than sorting 10^7 strings, and the packed path also skips converting numpy's
-    UTF-32 strings to arrow's UTF-8."""
+    Ids of at most 8 ASCII characters (numbers, short codes -- what logs mostly hold) are
+    packed into one uint64 each, which is exact, and factorised by hashing those
+    integers; other ids are hashed as strings (pyarrow). Both are several times faster
+    than sorting 10^7 strings, and the packed path also skips converting numpy's UTF-32
+    strings to arrow's UTF-8."""
 
     values: npt.NDArray[np.str_]
-    codes: I64
     packed: npt.NDArray[np.uint64] | None
 
     @classmethod
-    def of(cls, strings: npt.NDArray[np.str_]) -> _Ids:
+    def factorise(cls, strings: npt.NDArray[np.str_]) -> tuple[_Ids, Codes]:
         import pyarrow as pa  # noqa: PLC0415
 
         strings = np.ascontiguousarray(np.asarray(strings, dtype=np.str_))
@@ -214,29 +224,25 @@ class _Ids:
         if packed is None:
             encoded = _arrow_strings(strings).dictionary_encode()
             values = np.asarray(encoded.dictionary.to_pylist(), dtype=np.str_)
+            distinct = None
         else:
             encoded = pa.array(packed, type=pa.uint64()).dictionary_encode()
             distinct = np.ascontiguousarray(encoded.dictionary.to_numpy(zero_copy_only=False))
             values = distinct.view("S8").astype(np.str_)
-        codes = np.asarray(encoded.indices.to_numpy(), dtype=np.int64)
-        return cls(
-            values=values,
-            codes=codes,
-            packed=None if packed is None else np.asarray(distinct, dtype=np.uint64),
-        )
+        codes = np.asarray(encoded.indices.to_numpy(), dtype=np.int32)
+        return cls(values=values, packed=distinct), codes
 
-    def restricted(self, keep: npt.NDArray[np.bool_] | None) -> _Ids:
-        """The ids of the ``keep`` entries only (ids that occur nowhere else dropped)."""
-        if keep is None:
-            return self
-        codes = self.codes[keep]
+    def restricted(self, codes: Codes, keep: npt.NDArray[np.bool_]) -> tuple[_Ids, Codes]:
+        """The table and codes of the ``keep`` entries of ``codes`` only (ids that occur
+        nowhere else dropped)."""
+        codes = codes[keep]
         used = np.bincount(codes, minlength=len(self.values)) > 0
-        renumber = np.cumsum(used) - 1
-        return _Ids(
+        renumber = (np.cumsum(used) - 1).astype(np.int32)
+        table = _Ids(
             values=self.values[used],
-            codes=renumber[codes],
             packed=None if self.packed is None else self.packed[used],
         )
+        return table, renumber[codes]
 
     def lookup(self, strings: npt.NDArray[np.str_]) -> I64:
         """Each string's index among ``values``, -1 for strings not among them."""
@@ -285,6 +291,16 @@ def _arrow_strings(values: npt.NDArray[np.str_]) -> Any:
     return strings
 
 
+class _Batch(list[bytes]):
+    """User keys of one engine call, with the users' indices in the log."""
+
+    __slots__ = ("idx",)
+
+    def __init__(self, keys: list[bytes], idx: I64) -> None:
+        super().__init__(keys)
+        self.idx = idx
+
+
 class LogWindowStore:
     """A :class:`~lte_core.engine.WindowReader` whose events are the log itself.
 
@@ -294,7 +310,8 @@ class LogWindowStore:
     prefix of a user's rows (they leave oldest first), so a per-user cursor replaces them.
 
     The engine names users by key; :meth:`batch` hands out the key list of a batch of
-    user indices and remembers the indices, so the reads of that batch need no lookup.
+    user indices carrying those indices, so its reads need no lookup. Batches of
+    disjoint users may run in different threads: each touches only its users' entries.
     """
 
     def __init__(self, events: _UserLog, d: int, decayed: bool, first_end: I64) -> None:
@@ -307,20 +324,17 @@ class LogWindowStore:
         self._started = np.zeros(n, dtype=bool)
         self._live = events.seg[:-1].copy()
         self._first_end = first_end
-        self._users: Sequence[bytes] = ()
-        self._users_idx = np.empty(0, dtype=np.int64)
 
-    def batch(self, users: I64) -> list[bytes]:
+    def batch(self, users: I64) -> _Batch:
         """The keys of user indices ``users``, for one engine call."""
         keys = self._keys
-        self._users = [keys[u] for u in users.tolist()]
-        self._users_idx = users
-        return self._users
+        return _Batch([keys[u] for u in users.tolist()], users)
 
-    def indices(self, users: Sequence[bytes]) -> I64:
-        if users is not self._users:
+    @staticmethod
+    def indices(users: Sequence[bytes]) -> I64:
+        if not isinstance(users, _Batch):
             raise AssertionError("read for a batch the store did not hand out")
-        return self._users_idx
+        return users.idx
 
     def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
         idx = self.indices(users)
@@ -461,7 +475,7 @@ def point_in_time(
     pairs_by_step = np.argsort(steps.of_pair, kind="stable")[np.count_nonzero(pair_user < 0) :]
     step_seg = np.searchsorted(steps.of_pair[pairs_by_step], np.arange(len(steps.user) + 1))
 
-    for chunk in _calls(steps, events, window.n_buckets):
+    def answer(chunk: I64) -> None:
         users = store.batch(steps.user[chunk])
         result = engine.process(store, users, EventColumns.empty(len(users)), steps.clock[chunk])
         store.commit(users, result)
@@ -473,13 +487,26 @@ def point_in_time(
         n_events[pairs] = lte.n_events[row]
         weight_sum[pairs] = lte.weight_sum[row]
         if len(lte.filled) == 0:
-            continue
+            return
         filled_row = np.full(len(users), -1, dtype=np.int64)
         filled_row[lte.filled] = np.arange(len(lte.filled))
         has = filled_row[row] >= 0
         coefficients[pairs[has]] = lte.coefficients[filled_row[row[has]]]
         if vectors is not coefficients:
             vectors[pairs[has]] = lte.vectors[filled_row[row[has]]]
+
+    ranks = _calls(steps, events, window.n_buckets)
+    if WORKERS <= 1:
+        for calls in ranks:
+            for chunk in calls:
+                answer(chunk)
+    else:
+        # the calls of one rank move disjoint users: they may run side by side (numpy
+        # releases the GIL in the engine's heavy loops); the next rank waits for them
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="snapshot") as pool:
+            for calls in ranks:
+                for done in [pool.submit(answer, chunk) for chunk in calls]:
+                    done.result()
 
     return Snapshot(
         basis_version=basis.basis_version,
@@ -497,10 +524,11 @@ def point_in_time(
     )
 
 
-def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[I64]:
-    """Step indices per engine call: rank by rank (so each user's clocks advance in time
-    order), each rank cut where the events its steps may move exceed
-    :data:`EVENTS_PER_CALL` or its users :data:`USERS_PER_CALL`. A step from end ``p`` to
+def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[list[I64]]:
+    """Step indices per engine call, grouped by rank (each user's k-th clock is in rank
+    ``k``; ranks run in order, so each user's clocks advance in time order), each rank
+    cut where the events its steps may move exceed :data:`EVENTS_PER_CALL` or its users
+    :data:`USERS_PER_CALL`. A step from end ``p`` to
     ``e`` moves at most the user's events with ``p - W/G <= bucket < e`` (all below ``e``
     on a user's first step)."""
     if len(steps.user) == 0:
@@ -516,11 +544,11 @@ def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[I64]:
     cost = reach - since
     by_rank = np.argsort(steps.rank, kind="stable")
     bounds = np.searchsorted(steps.rank[by_rank], np.arange(int(steps.rank.max()) + 2))
-    calls: list[I64] = []
+    ranks: list[list[I64]] = []
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         members = by_rank[lo:hi]
         spent = np.cumsum(cost[members]) - cost[members]
         part = spent // EVENTS_PER_CALL + np.arange(len(members)) // USERS_PER_CALL
         cuts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
-        calls.extend(np.split(members, cuts[1:]))
-    return calls
+        ranks.append(np.split(members, cuts[1:]))
+    return ranks
