@@ -60,6 +60,8 @@ Codes = npt.NDArray[np.int32]
 EVENTS_PER_CALL = 1 << 15
 #: Users one engine call may advance, bounding the heads it decodes at once.
 USERS_PER_CALL = 1 << 15
+#: Events per block when the log index is built block-wise.
+_BLOCK = 1 << 20
 #: Threads running the engine calls of one rank side by side (the machine has 2 cores).
 WORKERS = 2
 
@@ -143,21 +145,23 @@ class _UserLog:
         if unknown:
             users, user_code = users.restricted(user_code, known)
         n_users = len(users.values)
-        bucket = spec.bucket_of_array(np.asarray(events.ts, dtype=np.float64))
+        ts = np.asarray(events.ts, dtype=np.float64)
         if unknown:
-            bucket = bucket[known]
-        low = int(bucket.min()) - 1
-        span = int(bucket.max()) - low + 2
+            ts = ts[known]
+        # bucket_of is monotonic: the extreme buckets are those of the extreme times
+        low = spec.bucket_of(float(ts.min())) - 1
+        span = spec.bucket_of(float(ts.max())) - low + 2
         if span * n_users >= 2**62:
             raise SnapshotError(
                 f"{source}: {span:,} buckets of {spec.bucket}s for {n_users:,} users is "
                 "too fine a bucket for this log; use a coarser --bucket"
             )
-        key = user_code.astype(np.int64)
-        key *= span
-        key += bucket
-        key -= low
-        del bucket
+        key = np.empty(len(ts), dtype=np.int64)
+        for lo in range(0, len(ts), _BLOCK):  # in blocks: no event-sized float scratch
+            block = slice(lo, lo + _BLOCK)
+            key[block] = user_code[block].astype(np.int64) * span
+            key[block] += spec.bucket_of_array(ts[block]) - low
+        del ts
         n = len(key)
         if span * n_users * n < 2**63:
             # one unstable sort of (key, file row) pairs: the same order as a stable
@@ -180,7 +184,7 @@ class _UserLog:
             seg=seg,
             key=key,
             item=rows[source_row].view(np.uint32),
-            weight=np.asarray(events.weights)[source_row].astype(np.float32),
+            weight=_gathered(np.asarray(events.weights), source_row, np.float32),
             span=span,
             low=low,
             unknown_items=unknown,
@@ -198,6 +202,14 @@ class _UserLog:
         """Per ``(user, bucket)``: the first row of that user at or after that bucket."""
         local = np.clip(buckets, self.low, self.low + self.span - 1) - self.low
         return np.searchsorted(self.key, users * self.span + local, side="left").astype(np.int64)
+
+
+def _gathered(values: npt.NDArray[Any], rows: I64, dtype: type[np.float32]) -> F32:
+    """``values[rows]`` converted to ``dtype``, block by block (no full-size scratch)."""
+    out = np.empty(len(rows), dtype=dtype)
+    for lo in range(0, len(rows), _BLOCK):
+        out[lo : lo + _BLOCK] = values[rows[lo : lo + _BLOCK]]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
