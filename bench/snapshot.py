@@ -11,9 +11,11 @@ identity basis. Measured in one process:
   for a core); the log indexing alone is timed too;
 * ``naive``: the baseline -- per pair, the user's events (the log pre-grouped by user,
   grouping not timed) filtered to the window and averaged from scratch, then encoded -- on a
-  random subsample of ``--naive-pairs`` pairs, extrapolated to pairs/s (said in the output);
+  random subsample of ``--naive-pairs`` pairs, median of ``--repeats``, extrapolated to
+  pairs/s (said in the output);
 * the answers of both on the subsample, which must agree within 1e-5;
-* memory: peak RSS growth of the snapshot call over the RSS with the log already loaded,
+* memory: peak RSS growth of the snapshot call over the RSS with the log already loaded
+  (and pyarrow imported),
   beside the sizes it is made of (log index per event, one head per user, the output);
 * writing the result as parquet (``offline.snapshot_files``), for scale.
 
@@ -42,6 +44,7 @@ from lte_core.encoders import EncoderSpec, build_encoder
 from lte_core.head import head_bytes
 from lte_core.summary import WindowSummary
 from lte_core.window import WindowSpec
+from offline import snapshot as snapshot_module
 from offline.datasets import InteractionLog
 from offline.snapshot import Snapshot, _UserLog, point_in_time
 from offline.snapshot_files import write_snapshot
@@ -127,6 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     basis, log, pair_users, pair_ts = generate(args)
     encoder = EncoderSpec.parse("mean")
     call = {"basis": basis, "window": SPEC, "encoder": encoder}
+    import pyarrow.compute  # noqa: F401, PLC0415 - its libraries are not the snapshot's memory
+
     loaded_rss = rss_mb()
     times, cpu_times, index_times = [], [], []
     snap: Snapshot | None = None
@@ -139,13 +144,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         indexed = _UserLog.build(log, basis, SPEC, "bench")
         index_times.append(time.perf_counter() - started)
+        index_bytes = sum(
+            a.nbytes for a in (indexed.key, indexed.item, indexed.weight, indexed.seg)
+        )
         del indexed
     assert snap is not None
     peak_growth = peak_rss_mb() - loaded_rss
 
     rng = np.random.default_rng(args.seed + 1)
     sample = rng.choice(len(pair_users), min(args.naive_pairs, len(pair_users)), replace=False)
-    naive_s, naive_vectors = naive(log, basis, encoder, pair_users[sample], pair_ts[sample])
+    naive_runs = [
+        naive(log, basis, encoder, pair_users[sample], pair_ts[sample]) for _ in range(args.repeats)
+    ]
+    naive_s = statistics.median(s for s, _ in naive_runs)
+    naive_vectors = naive_runs[0][1]
     got = snap.vectors[sample]
     same_empty = bool((np.isnan(got[:, 0]) == np.isnan(naive_vectors[:, 0])).all())
     filled = ~np.isnan(naive_vectors[:, 0])
@@ -167,6 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pairs": args.pairs,
         "window": SPEC.describe(),
         "repeats": args.repeats,
+        "threads": snapshot_module.WORKERS,
         "snapshot_s": round(snapshot_s, 2),
         "snapshot_pairs_s": round(args.pairs / snapshot_s),
         "snapshot_cpu_s": round(statistics.median(cpu_times), 2),
@@ -183,7 +196,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_with_log_mb": round(loaded_rss),
         "peak_rss_growth_mb": round(peak_growth),
         "heads_mb": round(users_in_log * head_bytes(args.d, decayed=False) / 2**20),
-        "log_index_mb": round(args.events * 32 / 2**20),
+        "log_index_mb": round(index_bytes / 2**20),
+        "log_index_bytes_per_event": round(index_bytes / args.events, 1),
         "output_mb": round(snap.vectors.nbytes / 2**20),
         "parquet_write_s": round(parquet_s, 2),
         "parquet_mb": round(parquet_mb),

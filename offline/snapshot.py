@@ -19,14 +19,21 @@ is the log's columns plus one head (O(d)) per user.
 One pass. Pairs are sorted by time per user and deduplicated by window end bucket (pairs in
 the same end bucket share a window); the k-th clock of every user is advanced in one engine
 call (windows of different users are independent, and the engine takes one clock per user),
-split into calls that move a bounded number of events. Each event is read once when it
-enters and once when it leaves, whatever the number of pairs.
+split into calls that move a bounded number of events; the calls of one rank move disjoint
+users and run on two threads. Each event is read once when it enters and once when it
+leaves, whatever the number of pairs. The threads run exactly the calls one thread would,
+so they change no bit of the answers.
+
+The log index costs 16 bytes per event, the users' state one head each (O(d)); ids are
+factorised by hashing (packed into integers when short), not by sorting strings.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +60,18 @@ logger = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
+Codes = npt.NDArray[np.int32]
 
 #: Events one engine call may move (enter + leave), bounding its float64 scratch memory.
 EVENTS_PER_CALL = 1 << 15
 #: Users one engine call may advance, bounding the heads it decodes at once.
 USERS_PER_CALL = 1 << 15
+#: Events per block when the log index is built block-wise.
+_BLOCK = 1 << 20
+#: Threads running the engine calls of one rank side by side. Two: numpy releases the
+#: GIL in the engine's heavy loops but not in its per-user head coding, so more threads
+#: mostly wait (measured on 2 cores: two threads take 3/4 of one thread's wall time).
+WORKERS = min(2, os.cpu_count() or 1)
 
 
 class SnapshotError(LTEError):
@@ -105,16 +119,16 @@ def overlapping(snapshot: Snapshot, sequence_start: F64) -> npt.NDArray[np.bool_
 @dataclass(frozen=True, slots=True)
 class _UserLog:
     """The known events of a log, sorted by ``(user, bucket, file order)``; user ``u``
-    owns rows ``seg[u]:seg[u+1]``. ``key = u·span + bucket - low`` sorts the same way and
-    makes every range read one ``searchsorted``."""
+    owns rows ``seg[u]:seg[u+1]``. ``key = u·span + bucket - low`` sorts the same way,
+    makes every range read one ``searchsorted`` and gives back the bucket, so an event
+    costs 16 bytes (key, item row, weight): its source offset is not kept, as nothing
+    downstream of a point-in-time read needs it (a row of this index is just as unique)."""
 
-    user_ids: npt.NDArray[np.str_]
+    users: _Ids
     seg: I64
     key: I64
-    bucket: I64
     item: npt.NDArray[np.uint32]
     weight: F32
-    offset: I64
     span: int
     low: int
     unknown_items: int
@@ -125,8 +139,9 @@ class _UserLog:
     ) -> _UserLog:
         if len(events) == 0:
             raise SnapshotError(f"{source}: the log holds no events")
-        item_ids, item_of = _distinct(events.item_ids)
-        rows = basis.rows_of(item_ids)[item_of]
+        items, item_code = _Ids.factorise(events.item_ids)
+        rows = basis.rows_of(items.values.tolist()).astype(np.int32)[item_code]
+        del item_code
         known = rows >= 0
         unknown = int(len(rows) - np.count_nonzero(known))
         if unknown == len(rows):
@@ -134,40 +149,62 @@ class _UserLog:
                 f"{source}: none of its {len(rows):,} events has an item of basis "
                 f"{basis.basis_version}; is it the basis the log's items were embedded for?"
             )
-        offset = np.flatnonzero(known).astype(np.int64)
-        user_list, user = _distinct(events.user_ids[known] if unknown else events.user_ids)
-        user_ids = np.asarray(user_list, dtype=np.str_)
-        bucket = spec.bucket_of_array(events.ts[known].astype(np.float64))
-        low = int(bucket.min()) - 1
-        span = int(bucket.max()) - low + 2
-        if span * len(user_ids) >= 2**62:
+        users, user_code = _Ids.factorise(events.user_ids)
+        if unknown:
+            users, user_code = users.restricted(user_code, known)
+        n_users = len(users.values)
+        ts = np.asarray(events.ts, dtype=np.float64)
+        if unknown:
+            ts = ts[known]
+        # bucket_of is monotonic: the extreme buckets are those of the extreme times
+        low = spec.bucket_of(float(ts.min())) - 1
+        span = spec.bucket_of(float(ts.max())) - low + 2
+        if span * n_users >= 2**62:
             raise SnapshotError(
-                f"{source}: {span:,} buckets of {spec.bucket}s for {len(user_ids):,} users is "
+                f"{source}: {span:,} buckets of {spec.bucket}s for {n_users:,} users is "
                 "too fine a bucket for this log; use a coarser --bucket"
             )
-        key = user * span + (bucket - low)
-        order = np.argsort(key, kind="stable")
-        seg = np.zeros(len(user_ids) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(user, minlength=len(user_ids)), out=seg[1:])
+        key = np.empty(len(ts), dtype=np.int64)
+        for lo in range(0, len(ts), _BLOCK):  # in blocks: no event-sized float scratch
+            block = slice(lo, lo + _BLOCK)
+            key[block] = user_code[block].astype(np.int64) * span
+            key[block] += spec.bucket_of_array(ts[block]) - low
+        del ts
+        n = len(key)
+        if span * n_users * n < 2**63:
+            # one unstable sort of (key, file row) pairs: the same order as a stable
+            # argsort of key, several times faster (numpy sorts int64 with SIMD)
+            key *= n
+            key += np.arange(n, dtype=np.int64)
+            key.sort()
+            order = key % n
+            key //= n
+        else:
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+        seg = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(user_code, minlength=n_users), out=seg[1:])
+        del user_code
+        source_row = np.flatnonzero(known)[order] if unknown else order
+        del order
         return cls(
-            user_ids=user_ids,
+            users=users,
             seg=seg,
-            key=key[order],
-            bucket=bucket[order],
-            item=rows[known][order].astype(np.uint32),
-            weight=events.weights[known][order].astype(np.float32),
-            offset=offset[order],
+            key=key,
+            item=rows[source_row].view(np.uint32),
+            weight=_gathered(np.asarray(events.weights), source_row, np.float32),
             span=span,
             low=low,
             unknown_items=unknown,
         )
 
-    def users_of(self, user_ids: npt.NDArray[np.str_]) -> I64:
-        """Each id's user index, -1 for users the log does not know."""
-        import pyarrow.compute as pc  # noqa: PLC0415
+    @property
+    def user_ids(self) -> npt.NDArray[np.str_]:
+        return self.users.values
 
-        found = pc.index_in(_arrow_strings(user_ids), value_set=_arrow_strings(self.user_ids))
-        return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
+    def bucket(self, rows: I64, owner: I64) -> I64:
+        """Buckets of index rows ``rows``, which belong to users ``owner``."""
+        return self.key[rows] - owner * self.span + self.low
 
     def position(self, users: I64, buckets: I64) -> I64:
         """Per ``(user, bucket)``: the first row of that user at or after that bucket."""
@@ -175,20 +212,113 @@ class _UserLog:
         return np.searchsorted(self.key, users * self.span + local, side="left").astype(np.int64)
 
 
+def _gathered(values: npt.NDArray[Any], rows: I64, dtype: type[np.float32]) -> F32:
+    """``values[rows]`` converted to ``dtype``, block by block (no full-size scratch)."""
+    out = np.empty(len(rows), dtype=dtype)
+    for lo in range(0, len(rows), _BLOCK):
+        out[lo : lo + _BLOCK] = values[rows[lo : lo + _BLOCK]]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    """Distinct string ids, in order of first appearance: the table that maps ids to
+    indices (:meth:`factorise` gives each input string's index, :meth:`lookup` finds
+    more strings).
+
+    Ids of at most 8 ASCII characters (numbers, short codes -- what logs mostly hold) are
+    packed into one uint64 each, which is exact, and factorised by hashing those
+    integers; other ids are hashed as strings (pyarrow). Both are several times faster
+    than sorting 10^7 strings, and the packed path also skips converting numpy's UTF-32
+    strings to arrow's UTF-8."""
+
+    values: npt.NDArray[np.str_]
+    packed: npt.NDArray[np.uint64] | None
+
+    @classmethod
+    def factorise(cls, strings: npt.NDArray[np.str_]) -> tuple[_Ids, Codes]:
+        import pyarrow as pa  # noqa: PLC0415
+
+        strings = np.ascontiguousarray(np.asarray(strings, dtype=np.str_))
+        packed = _packed(strings)
+        if packed is None:
+            encoded = _arrow_strings(strings).dictionary_encode()
+            values = np.asarray(encoded.dictionary.to_pylist(), dtype=np.str_)
+            distinct = None
+        else:
+            encoded = pa.array(packed, type=pa.uint64()).dictionary_encode()
+            distinct = np.ascontiguousarray(encoded.dictionary.to_numpy(zero_copy_only=False))
+            values = distinct.view("S8").astype(np.str_)
+        codes = np.asarray(encoded.indices.to_numpy(), dtype=np.int32)
+        return cls(values=values, packed=distinct), codes
+
+    def restricted(self, codes: Codes, keep: npt.NDArray[np.bool_]) -> tuple[_Ids, Codes]:
+        """The table and codes of the ``keep`` entries of ``codes`` only (ids that occur
+        nowhere else dropped)."""
+        codes = codes[keep]
+        used = np.bincount(codes, minlength=len(self.values)) > 0
+        renumber = (np.cumsum(used) - 1).astype(np.int32)
+        table = _Ids(
+            values=self.values[used],
+            packed=None if self.packed is None else self.packed[used],
+        )
+        return table, renumber[codes]
+
+    def lookup(self, strings: npt.NDArray[np.str_]) -> I64:
+        """Each string's index among ``values``, -1 for strings not among them."""
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.compute as pc  # noqa: PLC0415
+
+        strings = np.ascontiguousarray(np.asarray(strings, dtype=np.str_))
+        packed = _packed(strings) if self.packed is not None else None
+        if packed is not None and self.packed is not None:
+            found = pc.index_in(pa.array(packed), value_set=pa.array(self.packed))
+        else:
+            found = pc.index_in(_arrow_strings(strings), value_set=_arrow_strings(self.values))
+        return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
+
+
+def _packed(strings: npt.NDArray[np.str_]) -> npt.NDArray[np.uint64] | None:
+    """Each string's characters as the bytes of one little-endian uint64 (exact: distinct
+    strings give distinct integers, and ``view("S8")`` gives the strings back), or None
+    if some string is longer than 8 characters or not ASCII."""
+    n = len(strings)
+    width = strings.dtype.itemsize // 4
+    if n == 0 or width == 0:
+        return None if n else np.empty(0, dtype=np.uint64)
+    chars = strings.view(np.uint32).reshape(n, width)
+    top = chars.max(axis=0)
+    used = int(np.flatnonzero(top)[-1]) + 1 if top.any() else 0
+    if used > 8 or (used and int(top.max()) >= 0x80):
+        return None
+    out = np.zeros((n, 8), dtype=np.uint8)
+    out[:, :used] = chars[:, :used]
+    return out.view("<u8").reshape(n)
+
+
 def _arrow_strings(values: npt.NDArray[np.str_]) -> Any:
+    """``values`` as one arrow string array. Arrow reads numpy's strings up to their first
+    NUL, so ids holding one inside go through Python strings instead."""
     import pyarrow as pa  # noqa: PLC0415
 
+    values = np.ascontiguousarray(values)
+    chars = values.view(np.uint32).reshape(len(values), values.dtype.itemsize // 4)
+    if chars.shape[1] > 1 and ((chars[:, :-1] == 0) & (chars[:, 1:] != 0)).any():
+        return pa.array(values.tolist(), type=pa.large_string())
     strings = pa.array(values, type=pa.large_string())
     if isinstance(strings, pa.ChunkedArray):  # big inputs may convert in chunks
         strings = strings.combine_chunks()
     return strings
 
 
-def _distinct(values: npt.NDArray[np.str_]) -> tuple[list[str], I64]:
-    """The distinct strings (in order of first appearance) and each value's index among
-    them; by hashing (pyarrow), several times faster than sorting 10^7 strings."""
-    encoded = _arrow_strings(values).dictionary_encode()
-    return encoded.dictionary.to_pylist(), np.asarray(encoded.indices.to_numpy(), dtype=np.int64)
+class _Batch(list[bytes]):
+    """User keys of one engine call, with the users' indices in the log."""
+
+    __slots__ = ("idx",)
+
+    def __init__(self, keys: list[bytes], idx: I64) -> None:
+        super().__init__(keys)
+        self.idx = idx
 
 
 class LogWindowStore:
@@ -198,6 +328,10 @@ class LogWindowStore:
     before both its first event and its first requested clock, so the first advance lets
     in what belongs to the window and skips what already left. Deleted events are always a
     prefix of a user's rows (they leave oldest first), so a per-user cursor replaces them.
+
+    The engine names users by key; :meth:`batch` hands out the key list of a batch of
+    user indices carrying those indices, so its reads need no lookup. Batches of
+    disjoint users may run in different threads: each touches only its users' entries.
     """
 
     def __init__(self, events: _UserLog, d: int, decayed: bool, first_end: I64) -> None:
@@ -205,21 +339,22 @@ class LogWindowStore:
         self._d = d
         self._decayed = decayed
         n = len(events.user_ids)
-        self._index = {u.encode(): i for i, u in enumerate(events.user_ids.tolist())}
+        self._keys = [u.encode() for u in events.user_ids.tolist()]
         self._heads: list[bytes | None] = [None] * n
         self._started = np.zeros(n, dtype=bool)
         self._live = events.seg[:-1].copy()
         self._first_end = first_end
-        self._users: Sequence[bytes] = ()
-        self._users_idx = np.empty(0, dtype=np.int64)
 
-    def indices(self, users: Sequence[bytes]) -> I64:
-        if users is not self._users:
-            self._users = users
-            self._users_idx = np.fromiter(
-                (self._index[u] for u in users), dtype=np.int64, count=len(users)
-            )
-        return self._users_idx
+    def batch(self, users: I64) -> _Batch:
+        """The keys of user indices ``users``, for one engine call."""
+        keys = self._keys
+        return _Batch([keys[u] for u in users.tolist()], users)
+
+    @staticmethod
+    def indices(users: Sequence[bytes]) -> I64:
+        if not isinstance(users, _Batch):
+            raise AssertionError("read for a batch the store did not hand out")
+        return users.idx
 
     def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
         idx = self.indices(users)
@@ -231,7 +366,7 @@ class LogWindowStore:
 
     def _start(self, users: I64) -> None:
         ev = self._log
-        first = ev.bucket[ev.seg[users]]
+        first = ev.bucket(ev.seg[users], users)
         heads = Heads.empty(len(users), self._d, self._decayed)
         heads.has_clock[:] = True
         heads.end[:] = np.minimum(first, self._first_end[users])
@@ -255,13 +390,14 @@ class LogWindowStore:
         total = int(counts.sum())
         starts = np.cumsum(counts) - counts
         rows = np.repeat(lo - starts, counts) + np.arange(total, dtype=np.int64)
+        request = np.repeat(np.arange(len(owner), dtype=np.int64), counts)
         after = hi < ev.seg[owner + 1]
         next_bucket = np.full(len(owner), NO_BUCKET, dtype=np.int64)
-        next_bucket[after] = ev.bucket[hi[after]]
+        next_bucket[after] = ev.bucket(hi[after], owner[after])
         return RangeResult(
-            request=np.repeat(np.arange(len(owner), dtype=np.int64), counts),
-            bucket=ev.bucket[rows],
-            offset=ev.offset[rows],
+            request=request,
+            bucket=ev.bucket(rows, owner[request]),
+            offset=rows,
             item=ev.item[rows],
             weight=ev.weight[rows],
             next_bucket=next_bucket,
@@ -343,7 +479,7 @@ def point_in_time(
     built = build_encoder(encoder, basis)
     n = len(users_in)
     pair_end = window.end_buckets(clocks)
-    pair_user = events.users_of(users_in)
+    pair_user = events.users.lookup(users_in)
     steps = _Steps.of(pair_user, pair_end, clocks)
 
     coefficients = np.full((n, basis.k), np.nan, dtype=np.float32)
@@ -356,12 +492,11 @@ def point_in_time(
     half_life = _engine_half_life(encoder)
     store = LogWindowStore(events, basis.d, half_life is not None, first_end)
     engine = WindowEngine(window, basis.item_vectors, half_life=half_life)
-    keys = [u.encode() for u in events.user_ids.tolist()]
     pairs_by_step = np.argsort(steps.of_pair, kind="stable")[np.count_nonzero(pair_user < 0) :]
     step_seg = np.searchsorted(steps.of_pair[pairs_by_step], np.arange(len(steps.user) + 1))
 
-    for chunk in _calls(steps, events, window.n_buckets):
-        users = [keys[u] for u in steps.user[chunk].tolist()]
+    def answer(chunk: I64) -> None:
+        users = store.batch(steps.user[chunk])
         result = engine.process(store, users, EventColumns.empty(len(users)), steps.clock[chunk])
         store.commit(users, result)
         lte = window_ltes(window, built, result.summary, result.end, np.arange(len(users)))
@@ -372,13 +507,26 @@ def point_in_time(
         n_events[pairs] = lte.n_events[row]
         weight_sum[pairs] = lte.weight_sum[row]
         if len(lte.filled) == 0:
-            continue
+            return
         filled_row = np.full(len(users), -1, dtype=np.int64)
         filled_row[lte.filled] = np.arange(len(lte.filled))
         has = filled_row[row] >= 0
         coefficients[pairs[has]] = lte.coefficients[filled_row[row[has]]]
         if vectors is not coefficients:
             vectors[pairs[has]] = lte.vectors[filled_row[row[has]]]
+
+    ranks = _calls(steps, events, window.n_buckets)
+    if WORKERS <= 1:
+        for calls in ranks:
+            for chunk in calls:
+                answer(chunk)
+    else:
+        # the calls of one rank move disjoint users: they may run side by side (numpy
+        # releases the GIL in the engine's heavy loops); the next rank waits for them
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="snapshot") as pool:
+            for calls in ranks:
+                for done in [pool.submit(answer, chunk) for chunk in calls]:
+                    done.result()
 
     return Snapshot(
         basis_version=basis.basis_version,
@@ -396,10 +544,11 @@ def point_in_time(
     )
 
 
-def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[I64]:
-    """Step indices per engine call: rank by rank (so each user's clocks advance in time
-    order), each rank cut where the events its steps may move exceed
-    :data:`EVENTS_PER_CALL` or its users :data:`USERS_PER_CALL`. A step from end ``p`` to
+def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[list[I64]]:
+    """Step indices per engine call, grouped by rank (each user's k-th clock is in rank
+    ``k``; ranks run in order, so each user's clocks advance in time order), each rank
+    cut where the events its steps may move exceed :data:`EVENTS_PER_CALL` or its users
+    :data:`USERS_PER_CALL`. A step from end ``p`` to
     ``e`` moves at most the user's events with ``p - W/G <= bucket < e`` (all below ``e``
     on a user's first step)."""
     if len(steps.user) == 0:
@@ -415,11 +564,11 @@ def _calls(steps: _Steps, events: _UserLog, n_buckets: int) -> list[I64]:
     cost = reach - since
     by_rank = np.argsort(steps.rank, kind="stable")
     bounds = np.searchsorted(steps.rank[by_rank], np.arange(int(steps.rank.max()) + 2))
-    calls: list[I64] = []
+    ranks: list[list[I64]] = []
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         members = by_rank[lo:hi]
         spent = np.cumsum(cost[members]) - cost[members]
         part = spent // EVENTS_PER_CALL + np.arange(len(members)) // USERS_PER_CALL
         cuts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]])
-        calls.extend(np.split(members, cuts[1:]))
-    return calls
+        ranks.append(np.split(members, cuts[1:]))
+    return ranks

@@ -25,7 +25,7 @@ from lte_core.encoders import EncoderSpec
 from lte_core.window import WindowSpec
 from offline import snapshot as snapshot_module
 from offline.datasets import InteractionLog
-from offline.snapshot import Snapshot, SnapshotError, overlapping, point_in_time
+from offline.snapshot import Snapshot, SnapshotError, _Ids, overlapping, point_in_time
 from tests.oracle import Ev, Spec, bounds, bucket_of, in_window
 
 N_ITEMS, D = 12, 5
@@ -204,6 +204,98 @@ def test_the_answer_does_not_depend_on_how_steps_are_cut_into_engine_calls(
     np.testing.assert_array_equal(whole.n_events, cut.n_events)
     np.testing.assert_allclose(whole.vectors, cut.vectors, atol=1e-6)
     assert_matches(cut, case, REDUCED)
+
+
+@settings(max_examples=40)
+@given(case=cases(), workers=st.integers(2, 4))
+def test_threads_running_calls_side_by_side_give_bit_identical_answers(
+    case: Case, workers: int
+) -> None:
+    args = {"basis": REDUCED, "window": case.spec, "encoder": EncoderSpec.parse("recency:7s")}
+    with pytest.MonkeyPatch.context() as patch:
+        # one user per call: every rank is many calls, which the threads share
+        patch.setattr(snapshot_module, "USERS_PER_CALL", 1)
+        patch.setattr(snapshot_module, "WORKERS", 1)
+        alone = point_in_time(case.log, case.pair_users, case.pair_ts, **args)  # type: ignore[arg-type]
+        patch.setattr(snapshot_module, "WORKERS", workers)
+        shared = point_in_time(case.log, case.pair_users, case.pair_ts, **args)  # type: ignore[arg-type]
+    for field in ("n_events", "weight_sum", "coefficients", "vectors"):
+        np.testing.assert_array_equal(getattr(alone, field), getattr(shared, field), field)
+
+
+#: ids that cannot be packed into integers (long, non-ASCII), taking the string path
+LONG_USERS = {
+    "a": "user-\u00e4-000000000001",
+    "b": "b",
+    "c": "c-0000000000000000003",
+    "d": "\u65e5\u672c",
+    "nobody": "nobody-at-all",
+}
+LONG_REDUCED = BasisArtifact.build([f"item-\u00fc-{i:012d}" for i in range(N_ITEMS)], VECTORS, k=3)
+
+
+@settings(max_examples=40)
+@given(case=cases())
+def test_ids_that_do_not_pack_into_integers_give_bit_identical_answers(case: Case) -> None:
+    def renamed(ids: npt.NDArray[np.str_], table: dict[str, str]) -> npt.NDArray[np.str_]:
+        return np.asarray([table.get(i, i) for i in ids.tolist()], dtype=np.str_)
+
+    items = {f"i{i}": f"item-\u00fc-{i:012d}" for i in range(N_ITEMS)}
+    long_log = InteractionLog(
+        renamed(case.log.user_ids, LONG_USERS),
+        renamed(case.log.item_ids, items),
+        case.log.ts,
+        case.log.weights,
+    )
+    mean = EncoderSpec.parse("mean")
+    short = point_in_time(
+        case.log, case.pair_users, case.pair_ts, basis=REDUCED, window=case.spec, encoder=mean
+    )
+    long = point_in_time(
+        long_log,
+        renamed(case.pair_users, LONG_USERS),
+        case.pair_ts,
+        basis=LONG_REDUCED,
+        window=case.spec,
+        encoder=mean,
+    )
+    for field in ("n_events", "weight_sum", "window_end", "coefficients", "vectors"):
+        np.testing.assert_array_equal(getattr(short, field), getattr(long, field), err_msg=field)
+    assert short.unknown_items == long.unknown_items
+
+
+id_text = st.one_of(
+    st.text(alphabet="ab01-_", max_size=8),  # packs into one integer
+    st.text(max_size=12),  # any string: the string path
+)
+
+
+@given(
+    strings=st.lists(id_text, max_size=30),
+    others=st.lists(id_text, max_size=10),
+    keep_every=st.integers(1, 3),
+)
+def test_ids_factorise_restrict_and_look_up_any_strings(
+    strings: list[str], others: list[str], keep_every: int
+) -> None:
+    given_ids = np.asarray(strings, dtype=np.str_)
+    truth = given_ids.tolist()  # as numpy holds them (trailing NULs dropped)
+    ids, codes = _Ids.factorise(given_ids)
+    assert ids.values[codes].tolist() == truth
+    assert sorted(ids.values.tolist()) == sorted(set(truth))
+    # first appearance order
+    assert ids.values.tolist() == list(dict.fromkeys(truth))
+    index = {s: i for i, s in enumerate(ids.values.tolist())}
+    queries = np.asarray(strings + others, dtype=np.str_)
+    assert ids.lookup(queries).tolist() == [index.get(q, -1) for q in queries.tolist()]
+
+    keep = np.arange(len(truth)) % keep_every == 0
+    kept, kept_codes = ids.restricted(codes, keep)
+    assert kept.values[kept_codes].tolist() == given_ids[keep].tolist()
+    still = set(given_ids[keep].tolist())
+    assert kept.values.tolist() == [v for v in ids.values.tolist() if v in still]
+    index = {s: i for i, s in enumerate(kept.values.tolist())}
+    assert kept.lookup(queries).tolist() == [index.get(q, -1) for q in queries.tolist()]
 
 
 def test_an_autoencoder_reads_the_same_windows_as_the_stream() -> None:
