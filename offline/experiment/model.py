@@ -144,11 +144,15 @@ class Block(nn.Module):
 
 
 class LTEProjection(nn.Module):
-    """K coefficients -> a d-vector; a learned vector where the window was empty."""
+    """K coefficients -> a d-vector; a learned vector where the window was empty.
+
+    The coefficients are layer-normalised first: a window mean of unit content vectors is
+    short (its norm shrinks as tastes spread), and unscaled it would enter an order of
+    magnitude weaker than the sqrt(d)-scaled item embeddings."""
 
     def __init__(self, k: int, d: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(k, d)
+        self.linear = nn.Sequential(nn.LayerNorm(k), nn.Linear(k, d))
         self.empty = nn.Parameter(torch.zeros(d))
         nn.init.normal_(self.empty, std=0.02)
 

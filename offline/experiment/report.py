@@ -65,7 +65,7 @@ def summarise(results: Sequence[RunResult], rounds: int = 1000, seed: int = 0) -
             for metric in CI_METRICS:
                 users, mine = _per_user(runs, metric)
                 ref_users, theirs = _per_user(other, metric)
-                if not np.array_equal(users, ref_users):
+                if not np.array_equal(users, ref_users) or theirs.sum() <= 0:
                     continue
                 versus[(ref, metric)] = user_bootstrap(users, mine, theirs, rounds, seed)
         out.append(
