@@ -10,10 +10,11 @@ from typing import Any
 import click
 
 from lte_cli.exit_status import reports_errors
+from lte_cli.offline_options import log_format_option, log_path_option
 from lte_cli.options import basis_option
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import EncoderSpec
-from offline.datasets import LOG_FORMATS, read_interaction_log
+from offline.datasets import read_interaction_log
 
 #: --quick: one seed, a few epochs, the first users only; the whole table in < 2 minutes.
 QUICK_USERS = 300
@@ -22,16 +23,8 @@ QUICK_EPOCHS = 3
 
 @click.command("experiment")
 @basis_option
-@click.option(
-    "--log",
-    "log_path",
-    envvar="LTE_TRAIN_LOG",
-    required=True,
-    show_envvar=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Interaction log: MovieLens u.data (or its directory) or JSON lines.",
-)
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="auto", show_default=True)
+@log_path_option
+@log_format_option
 @click.option(
     "--variants",
     default=",".join(

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from lte_cli.main import cli
 from offline.evaluation import user_bootstrap
+from offline.experiment.planted import write_planted_taste
 from offline.experiment.runner import ExperimentSettings, LTESource, prepare, run_variant
 from offline.experiment.sequences import Histories, leave_one_out
 from offline.experiment.variants import VARIANTS
@@ -47,17 +48,8 @@ def test_planted_taste_prefix_lagged_beats_none() -> None:
 
 
 def test_quick_experiment_through_the_cli(tmp_path: Path) -> None:
-    log, catalog = planted_taste(PlantedTasteSpec(users=40, history=30, seed=2))
-    basis_dir = catalog.basis().save(tmp_path / "basis")
-    log_path = tmp_path / "log.jsonl"
-    log_path.write_bytes(
-        b"\n".join(
-            orjson.dumps({"user_id": u, "item_id": i, "ts": t})
-            for u, i, t in zip(
-                log.user_ids.tolist(), log.item_ids.tolist(), log.ts.tolist(), strict=True
-            )
-        )
-    )
+    log_path = write_planted_taste(tmp_path, PlantedTasteSpec(users=40, history=30, seed=2))
+    basis_dir = tmp_path / "basis"
     out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
