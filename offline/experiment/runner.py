@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -107,8 +107,6 @@ class VariantData:
     validation: EvalSet
     test: EvalSet
     lte_dim: int
-    #: LTE window ends and first input positions of every LTE used (the leakage audit)
-    lte_audit: dict[str, F64] = field(default_factory=dict)
 
 
 class LTESource:
@@ -129,7 +127,7 @@ class LTESource:
         self.log = positional_log(
             histories.user_ids[histories.owners()], histories.item_ids, histories.positions()
         )
-        self._cache: dict[tuple[str, bool, str], tuple[F32, npt.NDArray[np.bool_], F64]] = {}
+        self._cache: dict[tuple[str, bool, str], tuple[F32, npt.NDArray[np.bool_]]] = {}
 
     def encoder(self, variant: Variant) -> EncoderSpec:
         if variant.encoder == RECENCY:
@@ -142,8 +140,8 @@ class LTESource:
 
     def features(
         self, variant: Variant, key: str, user: I64, clock: I64, first_input: I64
-    ) -> tuple[F32, npt.NDArray[np.bool_], F64]:
-        """Coefficients (0 where the window is empty), has-LTE flags and window ends."""
+    ) -> tuple[F32, npt.NDArray[np.bool_]]:
+        """Coefficients (0 where the window is empty) and has-LTE flags."""
         spec = self.encoder(variant)
         cache_key = (f"{spec.kind}:{spec.half_life}:{spec.path}", variant.lagged, key)
         if cache_key not in self._cache:
@@ -159,7 +157,7 @@ class LTESource:
             )
             has = snap.n_events > 0
             coefficients = np.where(has[:, None], snap.coefficients, 0.0).astype(np.float32)
-            self._cache[cache_key] = (coefficients, has, snap.window_end)
+            self._cache[cache_key] = (coefficients, has)
         return self._cache[cache_key]
 
 
@@ -177,17 +175,13 @@ def prepare(histories: Histories, split: Split, variant: Variant, source: LTESou
     train_items = padded_inputs(histories, chunks.user, chunks.start, chunks.end, length)
     train_targets = padded_inputs(histories, chunks.user, chunks.start + 1, chunks.end + 1, length)
     sets: dict[str, EvalSet] = {}
-    audit: dict[str, F64] = {}
     lte_dim = source.basis.k if variant.uses_lte else 0
     train = Inputs(train_items, targets=train_targets)
     if variant.uses_lte:
         first = chunks.start
         clock = first if variant.lagged else chunks.end
-        lte, has, ends = source.features(
-            variant, f"train/{split.protocol}", chunks.user, clock, first
-        )
+        lte, has = source.features(variant, f"train/{split.protocol}", chunks.user, clock, first)
         train = Inputs(train_items, lte, has, train_targets)
-        audit["train_window_end"], audit["train_first_input"] = ends, first.astype(np.float64)
     for name, at in (("validation", split.val_at), ("test", split.test_at)):
         cases = cases_of(at)
         if len(cases) == 0:
@@ -195,10 +189,7 @@ def prepare(histories: Histories, split: Split, variant: Variant, source: LTESou
         sets[name] = _eval_set(
             histories, cases, variant, source, length=length, key=f"{name}/{split.protocol}"
         )
-        if variant.uses_lte:
-            first = np.maximum(cases.at - s.max_len, 0)
-            audit[f"{name}_first_input"] = first.astype(np.float64)
-    return VariantData(train, sets["validation"], sets["test"], lte_dim, audit)
+    return VariantData(train, sets["validation"], sets["test"], lte_dim)
 
 
 def _eval_set(
@@ -216,7 +207,7 @@ def _eval_set(
     if variant.uses_lte:
         first = np.maximum(cases.at - source.settings.max_len, 0)
         clock = first if variant.lagged else cases.at
-        lte, has, _ = source.features(variant, key, cases.user, clock, first)
+        lte, has = source.features(variant, key, cases.user, clock, first)
         inputs = Inputs(items, lte, has)
     return EvalSet(inputs, targets, seen, cases.user)
 
@@ -258,6 +249,9 @@ class RunResult:
     best_epoch: int
     validation_ndcg: float
     train_seconds: float
+    #: CPU time of this process while training (all threads): the machine is shared, so
+    #: wall time alone says little about what a full run costs
+    train_cpu_seconds: float
 
     def row(self) -> dict[str, float | int | str]:
         d = self.diagnostics
@@ -275,6 +269,7 @@ class RunResult:
             "best_epoch": self.best_epoch,
             "validation_ndcg@10": self.validation_ndcg,
             "train_seconds": self.train_seconds,
+            "train_cpu_seconds": self.train_cpu_seconds,
             "test_cases": len(self.users),
         }
 
@@ -306,10 +301,11 @@ def run_variant(
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     with deterministic_torch(seed, settings.threads):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         model = build_model(variant, data, n_items, settings)
         epochs, best_epoch, best = _fit(model, data, settings, seed, progress)
         train_seconds = time.perf_counter() - started
+        train_cpu_seconds = time.process_time() - cpu
         model.eval()
         per_case = evaluate(model, data.test, settings.eval_batch, TEST_KS)
         diagnostics = attention_diagnostics(model, data.test.inputs, settings.eval_batch)
@@ -328,6 +324,7 @@ def run_variant(
         best_epoch=best_epoch,
         validation_ndcg=best,
         train_seconds=train_seconds,
+        train_cpu_seconds=train_cpu_seconds,
     )
 
 
