@@ -17,8 +17,8 @@ from lte_core.encoders import EncoderSpec
 from offline.datasets import read_interaction_log
 
 #: --quick: one seed, a few epochs, the first users only; the whole table in < 2 minutes.
-QUICK_USERS = 200
-QUICK_EPOCHS = 3
+QUICK_USERS = 150
+QUICK_EPOCHS = 2
 
 
 @click.command("experiment")
