@@ -22,6 +22,7 @@ def _register() -> None:
     from lte_cli.broker_cmd import broker  # noqa: PLC0415
     from lte_cli.demo_cmd import demo  # noqa: PLC0415
     from lte_cli.evaluate_cmd import evaluate_cmd  # noqa: PLC0415
+    from lte_cli.experiment_cmd import experiment  # noqa: PLC0415
     from lte_cli.feast_repo_cmd import feast_repo  # noqa: PLC0415
     from lte_cli.refresher_cmd import refresher  # noqa: PLC0415
     from lte_cli.replay_cmd import replay  # noqa: PLC0415
@@ -41,6 +42,7 @@ def _register() -> None:
     cli.add_command(evaluate_cmd)
     cli.add_command(snapshot)
     cli.add_command(feast_repo)
+    cli.add_command(experiment)
 
 
 _register()

@@ -18,27 +18,31 @@ from offline.training_examples import IndexedLog
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+log_path_option = click.option(
+    "--log",
+    "log_path",
+    envvar="LTE_TRAIN_LOG",
+    required=True,
+    show_envvar=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Interaction log: MovieLens u.data (or its directory) or JSON lines.",
+)
+log_format_option = click.option(
+    "--log-format",
+    envvar="LTE_TRAIN_LOG_FORMAT",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    show_default=True,
+    show_envvar=True,
+    help="auto: .data or a directory = MovieLens, .jsonl/.json/.ndjson = JSON lines.",
+)
+
+
 def log_options(func: F) -> F:
     decorators = [
         basis_option,
-        click.option(
-            "--log",
-            "log_path",
-            envvar="LTE_TRAIN_LOG",
-            required=True,
-            show_envvar=True,
-            type=click.Path(exists=True, path_type=Path),
-            help="Interaction log: MovieLens u.data (or its directory) or JSON lines.",
-        ),
-        click.option(
-            "--log-format",
-            envvar="LTE_TRAIN_LOG_FORMAT",
-            type=click.Choice(LOG_FORMATS),
-            default="auto",
-            show_default=True,
-            show_envvar=True,
-            help="auto: .data or a directory = MovieLens, .jsonl/.json/.ndjson = JSON lines.",
-        ),
+        log_path_option,
+        log_format_option,
         window_option,
         click.option(
             "--bucket",

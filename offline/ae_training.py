@@ -228,7 +228,9 @@ class _Objective:
 
 
 @contextmanager
-def _deterministic(seed: int, threads: int) -> Iterator[None]:
+def deterministic_torch(seed: int, threads: int) -> Iterator[None]:
+    """Seeded torch RNG (forked, so the caller's stream is untouched), deterministic
+    algorithms and a fixed thread count: same inputs, bit-identical weights."""
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     with torch.random.fork_rng(devices=[]):
@@ -269,7 +271,7 @@ def train_encoder(
     progress: ProgressCallback | None = None,
 ) -> TrainingResult:
     """A fresh model on ``basis``, fitted by :func:`fit_model` under the seed's control."""
-    with _deterministic(settings.seed, settings.threads):
+    with deterministic_torch(settings.seed, settings.threads):
         model = AsymmetricAutoencoder(torch.from_numpy(basis.basis.copy()), settings.hidden)
         return fit_model(model, train, validation, basis, settings, progress=progress)
 
@@ -286,7 +288,7 @@ def fit_model(
     """Train ``model``'s encoder in place; stop when the validation loss has not improved
     for ``patience`` epochs and leave the model at its best epoch. The decoder is not handed
     to the optimiser. Batch order and negatives follow ``settings.seed``."""
-    with _deterministic(settings.seed, settings.threads):
+    with deterministic_torch(settings.seed, settings.threads):
         return _fit(model, train, validation, basis, settings, progress=progress)
 
 

@@ -142,3 +142,77 @@ class SyntheticStream:
                 ts=np.round(ts, 3),
                 weights=np.ones(n),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class PlantedTasteSpec:
+    """A small log where the long-term taste is what predicts the item after a burst.
+
+    Every user has one taste genre and alternates, in cycles, between a *taste block*
+    (``taste_block`` events, each a taste item with probability ``taste_share``) and a
+    *burst block* (``burst_block`` events of random genres that change every
+    ``burst_length`` events). The history ends with a burst block and then one taste item:
+    the user comes back to what they like. With ``burst_block >= max_len`` the recent input
+    before every return holds no taste item, so a model that sees only the recent items
+    cannot know which genre comes back, and one that reads the lagged LTE (the earlier taste
+    blocks) can: in training (the returns inside the history) as at test (the last item,
+    leave-one-out's test target). The defaults suit ``--max-len 5`` and train in seconds.
+    Not a claim about real data: a check that the LTE is wired in.
+    """
+
+    users: int = 200
+    items: int = 160
+    genres: int = 16
+    dim: int = 32
+    history: int = 60
+    taste_block: int = 3
+    burst_block: int = 6
+    taste_share: float = 1.0
+    burst_length: int = 3
+    start: float = 1_700_000_000.0
+    seed: int = 0
+
+
+def planted_taste(spec: PlantedTasteSpec) -> tuple[InteractionLog, SyntheticCatalog]:
+    """The log (one event per hour and user, in user order) and its catalog."""
+    rng = np.random.default_rng(spec.seed)
+    g = min(spec.genres, len(GENRES))
+    centers = rng.standard_normal((g, spec.dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    genre = np.arange(spec.items) % g
+    vectors = centers[genre] + 0.3 * rng.standard_normal((spec.items, spec.dim)) / np.sqrt(spec.dim)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    members = [np.flatnonzero(genre == k) for k in range(g)]
+    pop = [1.0 / np.arange(1, len(m) + 1) ** 0.8 for m in members]
+    pop = [p / p.sum() for p in pop]
+    taste = rng.integers(0, g, spec.users)
+    n = spec.history
+    position = np.arange(n)
+    from_end = n - 1 - position
+    cycle = spec.taste_block + spec.burst_block
+    in_taste_block = (from_end + spec.taste_block - 1) % cycle < spec.taste_block
+    chosen_genre = np.empty((spec.users, n), dtype=np.int64)
+    for u in range(spec.users):
+        bursts = rng.integers(0, g, n // spec.burst_length + 1)[position // spec.burst_length]
+        is_taste = in_taste_block & (rng.random(n) < spec.taste_share)
+        is_taste[-1] = True
+        chosen_genre[u] = np.where(is_taste, taste[u], bursts)
+    items = np.empty((spec.users, n), dtype=np.int64)
+    for k in range(g):
+        mask = chosen_genre == k
+        items[mask] = rng.choice(members[k], int(mask.sum()), p=pop[k])
+    ids = [f"i{i}" for i in range(spec.items)]
+    catalog = SyntheticCatalog(
+        item_ids=ids,
+        vectors=vectors.astype(np.float32),
+        genre=genre.astype(np.int64),
+        titles={f"i{i}": f"{GENRES[genre[i]].title()} #{i}" for i in range(spec.items)},
+    )
+    users = np.repeat(np.arange(spec.users), n)
+    log = InteractionLog(
+        user_ids=np.char.add("u", users.astype(str)),
+        item_ids=np.char.add("i", items.ravel().astype(str)),
+        ts=spec.start + 3600.0 * np.tile(position, spec.users).astype(np.float64),
+        weights=np.ones(spec.users * n),
+    )
+    return log, catalog
