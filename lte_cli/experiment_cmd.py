@@ -12,6 +12,7 @@ import click
 from lte_cli.exit_status import reports_errors
 from lte_cli.offline_options import log_format_option, log_path_option
 from lte_cli.options import basis_option
+from lte_cli.torch_extra import require_torch
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import EncoderSpec
 from offline.datasets import read_interaction_log
@@ -134,6 +135,7 @@ def experiment(**options: Any) -> None:
     in items), computed by the stream's engine and encoders; lagged LTEs end where the input
     sequence begins (checked). Metrics: full ranking over the catalogue, seen items masked.
     """
+    require_torch("experiment")
     from lte_cli.experiment_plot import save_plot  # noqa: PLC0415 - matplotlib
     from lte_cli.run_progress import RunProgressBars  # noqa: PLC0415
     from offline.experiment.experiment import ExperimentPlan, run_experiment  # noqa: PLC0415

@@ -11,6 +11,7 @@ from lte_cli.exit_status import reports_errors
 from lte_cli.instants import INSTANT
 from lte_cli.offline_options import load_inputs, log_options
 from lte_cli.options import DURATION
+from lte_cli.torch_extra import require_torch
 from lte_core.window import WindowSpec
 from offline.training_examples import ExampleSpec
 
@@ -104,6 +105,7 @@ def train_encoder(**options: Any) -> None:
     end. The last --val-span before --until validates (early stopping); training examples
     read no event from that span.
     """
+    require_torch("train-encoder")
     from lte_cli.training_progress import TrainingProgressBar  # noqa: PLC0415
     from offline.ae_training import (  # noqa: PLC0415 - torch only when training
         DataSplitSettings,
