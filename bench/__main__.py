@@ -45,6 +45,7 @@ BENCHES = (
     Bench("encoders"),
     Bench("peer"),
     Bench("worker"),
+    Bench("runtimes"),
     Bench("serving"),
     Bench(
         "serving",
