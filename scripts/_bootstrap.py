@@ -42,7 +42,7 @@ def ensure_venv(extras: str) -> Path:
     if have_digest != digest or not wanted <= have:
         installed = wanted if have_digest != digest else wanted | have
         spec = f"{ROOT}[{','.join(sorted(installed))}]" if installed else str(ROOT)
-        _say(f"installing lte-stream[{','.join(sorted(installed))}] (first run takes a while)")
+        _say(f"installing {spec.replace(str(ROOT), 'lte-stream')} (first run takes a while)")
         pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
         subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "install", "--quiet", "-e", spec], check=True, cwd=ROOT)
