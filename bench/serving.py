@@ -222,25 +222,21 @@ def store_url(store: StoreLocation) -> str:
 
 
 def start_api(store: StoreLocation, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    return start_server(
+        [
+            *("lte_cli", "serve", "--store", store_url(store)),
+            *("--basis-version", BASIS, "--encoder", "mean", "--log-level", "warning"),
+        ],
+        log,
+    )
+
+
+def start_server(module_args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m <module_args> --port P`` on a free port, once its /readyz answers."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lte_cli",
-                "serve",
-                "--store",
-                store_url(store),
-                "--port",
-                str(port),
-                "--basis-version",
-                BASIS,
-                "--encoder",
-                "mean",
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", *module_args, "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -302,26 +298,9 @@ ACCEPT = {"JSON": "application/json", "binary": "application/octet-stream"}
 
 
 def start_bare(size: int, content_type: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.bare_http",
-                "--port",
-                str(port),
-                "--size",
-                str(size),
-                "--content-type",
-                content_type,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    wait_ready(process, port, log)
-    return process, port
+    return start_server(
+        ["bench.bare_http", "--size", str(size), "--content-type", content_type], log
+    )
 
 
 def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:

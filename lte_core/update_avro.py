@@ -415,10 +415,10 @@ def _scan(value: bytes, names: dict[bytes, str]) -> _Scanned:
             raise _DoubtError
         size >>= 1
         raw = value[pos + 1 : pos + 1 + size]
+        if len(raw) != size:
+            raise _DoubtError
         text = names.get(raw)
         if text is None:
-            if len(raw) != size:
-                raise _DoubtError
             text = names[raw] = raw.decode()
         texts.append(text)
         pos += 1 + size
