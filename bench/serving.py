@@ -1,33 +1,36 @@
-"""Benchmark of the serving layer, both backends in one run: refresher writes/s and read-API
-latency under load.
+"""Benchmark of the serving layer: the refresher and the read API, each beside a bare
+reference measured in the same run on the same machine.
 
-* ``refresher``: ``--updates`` LTE updates (d = ``--d`` float32, K = d as with the identity
-  basis) for ``--users`` users on the embedded broker, consumed by an in-process
-  :class:`serving.refresher.Refresher` with its default batch size, from the moment it has
-  joined its group until every record is accounted for. Kafka fetch, JSON decode, the store
-  write and the offset commit are all inside the figure.
-* ``store``: the same updates through ``OnlineStore.write_batch`` alone (batches of 5,000),
-  the ceiling the refresher can approach. ``store_time_share`` is the part of the
-  refresher's wall time spent in store writes; ``topic_MB_s`` the rate it read the topic at
-  (with d = 384 an update is ~8 KB of JSON, and the embedded broker's fetch bandwidth, not
-  the store, is then the bound).
+* ``refresher (Avro)`` / ``refresher (JSON)``: ``--updates`` LTE updates (d = ``--d``
+  float32, K = d as with the identity basis) for ``--users`` users on the embedded broker, one
+  topic per update format, consumed by an in-process :class:`serving.refresher.Refresher`
+  with its default batch size into Redis, from the moment it has joined its group until every
+  record is accounted for. Kafka fetch, decode, coalescing, the store write (the monotonic Lua
+  script), drift/staleness accounting and the offset commit are all inside the figure.
+* ``bare loop``: the reference for the refresher — a consumer built the same way
+  (``group_consumer``, same batch size) that reads the Avro topic and writes each record's
+  bytes to the same Redis with pipelined ``SET``s, committing offsets per batch: the cost of
+  moving those bytes with no decoding and no rules. ``x_bare`` = refresher / bare loop.
+* ``refresher (Avro) → rocksdb``: the Avro topic into the embedded RocksDB store.
 * ``GET``: ``lte serve`` as its own process over the store the refresher filled;
   ``--concurrency`` aiohttp clients (one keep-alive connection each) ask for random users for
-  ``--duration`` seconds after a 1 s warm-up; p50/p99 of the per-request latency seen by
-  the client.
-  With a closed loop, p50 is about concurrency / throughput: at 200 clients it measures
-  queueing on a saturated machine; the same route at concurrency 10 shows the latency of
-  one request when the server is not saturated.
-* ``batchGet``: the same with 100 users per request at concurrency 20.
+  ``--duration`` seconds after a 1 s warm-up, once asking for JSON and once for the binary form
+  (``Accept: application/octet-stream``); p50/p99 of the per-request latency seen by the
+  client. Its reference is ``bench.bare_http``: an aiohttp process whose one route returns a
+  fixed body of the mean size of the API's answer in that format, under the same load. With a
+  closed loop p50 is about concurrency / throughput: at 200 clients it measures queueing on a
+  saturated machine; at 10 the latency of one request when the server is not saturated.
+* ``batchGet``: 100 users per request at concurrency 20, JSON and binary.
 
-Redis runs with ``appendonly yes`` and ``appendfsync always`` (every acknowledged write on
-disk, what the outage test relies on) unless ``--redis-appendfsync everysec``; RocksDB syncs
-its WAL on every batch. The load generator shares the machine (and its cores) with the server,
-the broker and Redis, so absolute figures are a floor. Every figure is the median of
-``--repeats`` runs. Results: ``bench/results/serving.json``.
+Redis runs with ``appendonly yes`` and ``appendfsync always`` unless
+``--redis-appendfsync everysec``; RocksDB syncs its WAL on every batch. The load generator
+shares the machine (2 cores, shared with other users' work) with the server, the broker and
+Redis, so absolute figures are a floor and runs are noisy; the references are measured
+interleaved with what they bound, and every figure is the median of ``--repeats`` runs.
+Results: ``bench/results/serving.json``.
 
-    python -m bench.serving            # full run (a few minutes)
-    python -m bench.serving --quick    # smoke run
+    nice -n 10 python -m bench.serving            # full run (a few minutes)
+    nice -n 10 python -m bench.serving --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -50,22 +53,24 @@ import aiohttp
 import numpy as np
 import orjson
 import redis
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from bench.report import machine_info, save_results, table
+from lte_core import update_avro
 from lte_core.update import LTEUpdate, encode_update
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
+from lte_runtime.kafka.clients import group_consumer
 from lte_runtime.kafka.settings import KafkaSettings
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
 from serving.refresher import Refresher
 from serving.settings import RefresherSettings
-from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation, open_store
+from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation
 
 ROOT = Path(__file__).resolve().parent.parent
 BASIS = "bench-basis"
-STORE_BATCH = 5000
 
 
 def make_updates(users: int, count: int, d: int, seed: int) -> list[LTEUpdate]:
@@ -93,7 +98,7 @@ def make_updates(users: int, count: int, d: int, seed: int) -> list[LTEUpdate]:
     return out
 
 
-async def produce(bootstrap: str, topic: str, updates: list[LTEUpdate]) -> None:
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
@@ -109,11 +114,9 @@ async def produce(bootstrap: str, topic: str, updates: list[LTEUpdate]) -> None:
     await producer.start()
     try:
         sender = BatchSender(producer)
-        for start in range(0, len(updates), 5000):
-            chunk = updates[start : start + 5000]
-            await sender.send(
-                topic, [OutRecord(u.user_id.encode(), encode_update(u)) for u in chunk]
-            )
+        for start in range(0, len(records), 5000):
+            chunk = records[start : start + 5000]
+            await sender.send(topic, [OutRecord(key, value) for key, value in chunk])
     finally:
         await producer.stop()
 
@@ -159,15 +162,56 @@ async def run_refresher(
     return {"updates_s": total / elapsed, "store_share": write_seconds / elapsed}
 
 
-async def run_store_only(store: StoreLocation, updates: list[LTEUpdate]) -> float:
-    opened = open_store(store, writer=True)
+async def run_bare_loop(
+    bootstrap: str, topic: str, store: RedisLocation, total: int, run: str
+) -> float:
+    """Consume ``topic`` and SET every record's bytes into Redis, pipelined per batch, with
+    the refresher's consumer settings and batch size; records/s from the assignment on."""
+    from aiokafka import ConsumerRebalanceListener  # noqa: PLC0415
+
+    assigned = asyncio.Event()
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: object) -> None:
+            pass
+
+        async def on_partitions_assigned(self, partitions: object) -> None:
+            assigned.set()
+
+    defaults = RefresherSettings(kafka=KafkaSettings(bootstrap=bootstrap), store=store)
+    consumer = group_consumer(
+        defaults.kafka,
+        f"bench-bare-{run}",
+        session_timeout_ms=6000,
+        max_poll_interval_ms=3_600_000,
+    )
+    client = aioredis.Redis(host=store.host, port=store.port, db=store.db)
+    consumer.subscribe([topic], listener=Listener())
+    await consumer.start()
     try:
-        started = time.perf_counter()
-        for start in range(0, len(updates), STORE_BATCH):
-            await opened.write_batch(updates[start : start + STORE_BATCH], stored_at=time.time())
-        return len(updates) / (time.perf_counter() - started)
+        done = 0
+        started = 0.0
+        while done < total:
+            batches = await consumer.getmany(
+                timeout_ms=defaults.batch_timeout_ms, max_records=defaults.batch_max_records
+            )
+            if assigned.is_set() and not started:
+                started = time.perf_counter()
+            if not any(batches.values()):
+                continue
+            async with client.pipeline(transaction=False) as pipe:
+                for records in batches.values():
+                    for record in records:
+                        pipe.set(b"bare:" + record.key, record.value)
+                        done += 1
+                await pipe.execute()
+            await consumer.commit(
+                {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+            )
+        return total / (time.perf_counter() - started)
     finally:
-        await opened.close()
+        await consumer.stop()
+        await client.aclose()
 
 
 def store_url(store: StoreLocation) -> str:
@@ -178,51 +222,37 @@ def store_url(store: StoreLocation) -> str:
 
 
 def start_api(store: StoreLocation, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    return start_server(
+        [
+            *("lte_cli", "serve", "--store", store_url(store)),
+            *("--basis-version", BASIS, "--encoder", "mean", "--log-level", "warning"),
+        ],
+        log,
+    )
+
+
+def start_server(module_args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m <module_args> --port P`` on a free port, once its /readyz answers."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lte_cli",
-                "serve",
-                "--store",
-                store_url(store),
-                "--port",
-                str(port),
-                "--basis-version",
-                BASIS,
-                "--encoder",
-                "mean",
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", *module_args, "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                if resp.status == 200:
-                    return process, port
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"lte serve did not become ready; see {log}")
-        time.sleep(0.05)
+    wait_ready(process, port, log)
+    return process, port
 
 
 async def load(
-    port: int, users: int, *, concurrency: int, duration: float, batch: int
+    port: int, users: int, *, concurrency: int, duration: float, batch: int, accept: str
 ) -> dict[str, float]:
     """Closed-loop load: each client sends its next request when the last one returns."""
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers={"Accept": accept}) as session:
         warm_until = time.perf_counter() + 1.0
         stop_at = warm_until + duration
 
@@ -264,15 +294,207 @@ def median_dict(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+ACCEPT = {"JSON": "application/json", "binary": "application/octet-stream"}
+
+
+def start_bare(size: int, content_type: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    return start_server(
+        ["bench.bare_http", "--size", str(size), "--content-type", content_type], log
+    )
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not become ready; see {log}")
+        time.sleep(0.05)
+
+
+def body_size(port: int, users: int, accept: str) -> int:
+    sizes = []
+    for i in range(0, users, max(1, users // 50)):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/lte/user-{i}", headers={"Accept": accept}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - http://127.0.0.1
+            sizes.append(len(resp.read()))
+    return round(statistics.mean(sizes))
+
+
+def measure_refreshers(
+    broker: EmbeddedBroker,
+    redis_server: RedisServer,
+    work: Path,
+    *,
+    topics: dict[str, str],
+    count: int,
+    repeats: int,
+    backends: list[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any], StoreLocation]:
+    runs: dict[str, list[dict[str, float]]] = {}
+    last: StoreLocation | None = None
+    for repeat in range(repeats):
+        stages = [("redis", "Avro"), ("redis", "JSON"), ("bare", "Avro")]
+        stages += [(b, "Avro") for b in backends if b != "redis"]
+        for backend, fmt in stages:
+            name = f"{backend}-{fmt}-{repeat}"
+            store = fresh_store("redis" if backend == "bare" else backend, redis_server, work, name)
+            if backend == "bare":
+                assert isinstance(store, RedisLocation)
+                rate = asyncio.run(run_bare_loop(broker.bootstrap, topics[fmt], store, count, name))
+                result = {"updates_s": rate, "store_share": 0.0}
+            else:
+                result = asyncio.run(
+                    run_refresher(broker.bootstrap, topics[fmt], store, count, name)
+                )
+                if backend == "redis" and fmt == "Avro":
+                    last = store
+            runs.setdefault(f"{backend} {fmt}", []).append(result)
+            print(f"  {name}: {round(result['updates_s']):,} updates/s", flush=True)
+    medians = {k: median_dict(v) for k, v in runs.items()}
+    bare = medians["bare Avro"]["updates_s"]
+    avro = medians["redis Avro"]["updates_s"]
+    json_rate = medians["redis JSON"]["updates_s"]
+    rows: list[dict[str, Any]] = [
+        {
+            "backend": "redis",
+            "what": "refresher (Avro)",
+            "updates_s": round(avro),
+            "x_bare": round(avro / bare, 2),
+            "x_json": round(avro / json_rate, 2),
+            "store_time_share": round(medians["redis Avro"]["store_share"], 2),
+        },
+        {
+            "backend": "redis",
+            "what": "refresher (JSON)",
+            "updates_s": round(json_rate),
+            "x_bare": round(json_rate / bare, 2),
+            "x_json": 1.0,
+            "store_time_share": round(medians["redis JSON"]["store_share"], 2),
+        },
+        {
+            "backend": "redis",
+            "what": "bare loop: consume + pipelined SET (Avro bytes)",
+            "updates_s": round(bare),
+            "x_bare": 1.0,
+            "x_json": "",
+            "store_time_share": "",
+        },
+    ]
+    for backend in backends:
+        if backend != "redis":
+            rate = medians[f"{backend} Avro"]["updates_s"]
+            rows.append(
+                {
+                    "backend": backend,
+                    "what": "refresher (Avro)",
+                    "updates_s": round(rate),
+                    "x_bare": round(rate / bare, 2),
+                    "x_json": "",
+                    "store_time_share": round(medians[f"{backend} Avro"]["store_share"], 2),
+                }
+            )
+    assert last is not None
+    return rows, runs, last
+
+
+def measure_api(
+    store: StoreLocation, work: Path, *, users: int, duration: float, repeats: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {}
+    process, port = start_api(store, work / "serve.log")
+    try:
+        sizes = {fmt: body_size(port, users, accept) for fmt, accept in ACCEPT.items()}
+        for fmt, accept in ACCEPT.items():
+            bare, bare_port = start_bare(sizes[fmt], accept, work / f"bare-{fmt}.log")
+            try:
+                for concurrency in (10, 200):
+                    api_runs: list[dict[str, float]] = []
+                    bare_runs: list[dict[str, float]] = []
+                    for _ in range(repeats):
+                        for runs, target in ((api_runs, port), (bare_runs, bare_port)):
+                            runs.append(
+                                asyncio.run(
+                                    load(
+                                        target,
+                                        users,
+                                        concurrency=concurrency,
+                                        duration=duration,
+                                        batch=1,
+                                        accept=accept,
+                                    )
+                                )
+                            )
+                    api, ref = median_dict(api_runs), median_dict(bare_runs)
+                    what = f"GET /v1/lte/{{user_id}} {fmt} c={concurrency}"
+                    raw[what] = {"api": api_runs, "bare": bare_runs}
+                    rows.append(
+                        {
+                            "what": what,
+                            "body_bytes": sizes[fmt],
+                            "requests_s": round(api["requests_s"]),
+                            "p50_ms": round(api["p50_ms"], 2),
+                            "p99_ms": round(api["p99_ms"], 2),
+                            "bare_requests_s": round(ref["requests_s"]),
+                            "bare_p50_ms": round(ref["p50_ms"], 2),
+                            "bare_p99_ms": round(ref["p99_ms"], 2),
+                            "x_bare": round(api["requests_s"] / ref["requests_s"], 2),
+                            "errors": int(api["errors"]),
+                        }
+                    )
+                    print(table(rows[-1:]), flush=True)
+            finally:
+                bare.terminate()
+                bare.wait(30)
+        for fmt, accept in ACCEPT.items():
+            runs = [
+                asyncio.run(
+                    load(port, users, concurrency=20, duration=duration, batch=100, accept=accept)
+                )
+                for _ in range(repeats)
+            ]
+            result = median_dict(runs)
+            what = f"POST /v1/lte:batchGet (100 ids) {fmt} c=20"
+            raw[what] = runs
+            rows.append(
+                {
+                    "what": what,
+                    "body_bytes": "",
+                    "requests_s": round(result["requests_s"]),
+                    "p50_ms": round(result["p50_ms"], 2),
+                    "p99_ms": round(result["p99_ms"], 2),
+                    "bare_requests_s": "",
+                    "bare_p50_ms": "",
+                    "bare_p99_ms": "",
+                    "x_bare": "",
+                    "errors": int(result["errors"]),
+                }
+            )
+            print(table(rows[-1:]), flush=True)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return rows, raw
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Refresher writes/s and read-API latency.")
+    parser = argparse.ArgumentParser(description="Refresher updates/s and read-API load.")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--updates", type=int, default=40_000)
     parser.add_argument("--d", type=int, default=384)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--backends", default="redis,rocksdb", help="refresher stores")
     parser.add_argument("--redis-appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
@@ -280,101 +502,39 @@ def main() -> None:
     users = 2_000 if args.quick else args.users
     count = 6_000 if args.quick else args.updates
     duration = 2.0 if args.quick else args.duration
+    backends = args.backends.split(",")
     updates = make_updates(users, count, args.d, seed=0)
-    record_bytes = statistics.mean(len(encode_update(u)) for u in updates[:1000])
+    encoded = {
+        "Avro": [(u.user_id.encode(), update_avro.encode(u)) for u in updates],
+        "JSON": [(u.user_id.encode(), encode_update(u)) for u in updates],
+    }
+    record_bytes = {
+        fmt: round(statistics.mean(len(v) for _, v in recs)) for fmt, recs in encoded.items()
+    }
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    rows: list[dict[str, Any]] = []
-    raw: dict[str, Any] = {}
     try:
         with (
             EmbeddedBroker(log_path=work / "tansu.log") as broker,
             RedisServer(work / "redis", appendfsync=args.redis_appendfsync) as redis_server,
         ):
-            topic = "bench-updates"
-            asyncio.run(produce(broker.bootstrap, topic, updates))
-            for backend in ("redis", "rocksdb"):
-                refresher_runs, store_runs = [], []
-                last: StoreLocation | None = None
-                for repeat in range(repeats):
-                    for stage in ("refresher", "store"):
-                        store = fresh_store(backend, redis_server, work, f"{stage}-{repeat}")
-                        if stage == "refresher":
-                            refresher_runs.append(
-                                asyncio.run(
-                                    run_refresher(
-                                        broker.bootstrap,
-                                        topic,
-                                        store,
-                                        count,
-                                        f"{backend}-{repeat}",
-                                    )
-                                )
-                            )
-                            last = store
-                        else:
-                            store_runs.append(asyncio.run(run_store_only(store, updates)))
-                refresher = median_dict(refresher_runs)
-                rows.append(
-                    {
-                        "backend": backend,
-                        "what": "refresher Kafka->store",
-                        "updates_s": round(refresher["updates_s"]),
-                        "topic_MB_s": round(refresher["updates_s"] * record_bytes / 1e6, 1),
-                        "store_time_share": round(refresher["store_share"], 2),
-                    }
-                )
-                rows.append(
-                    {
-                        "backend": backend,
-                        "what": f"store.write_batch x{STORE_BATCH}",
-                        "updates_s": round(statistics.median(store_runs)),
-                        "topic_MB_s": "",
-                        "store_time_share": 1.0,
-                    }
-                )
-                print(table(rows[-2:]), flush=True)
-                assert last is not None
-                process, port = start_api(last, work / f"serve-{backend}.log")
-                try:
-                    for route, concurrency, batch in (
-                        ("GET /v1/lte/{user_id}", args.concurrency, 1),
-                        ("GET /v1/lte/{user_id}", 10, 1),
-                        ("POST /v1/lte:batchGet (100 ids)", 20, 100),
-                    ):
-                        runs = [
-                            asyncio.run(
-                                load(
-                                    port,
-                                    users,
-                                    concurrency=concurrency,
-                                    duration=duration,
-                                    batch=batch,
-                                )
-                            )
-                            for _ in range(repeats)
-                        ]
-                        result = median_dict(runs)
-                        raw[f"{backend} {route} c={concurrency}"] = runs
-                        rows.append(
-                            {
-                                "backend": backend,
-                                "what": f"{route} c={concurrency}",
-                                "requests_s": round(result["requests_s"]),
-                                "p50_ms": round(result["p50_ms"], 2),
-                                "p99_ms": round(result["p99_ms"], 2),
-                                "errors": int(result["errors"]),
-                            }
-                        )
-                        print(table(rows[-1:]), flush=True)
-                finally:
-                    process.terminate()
-                    process.wait(30)
-                raw[f"{backend} refresher"] = refresher_runs
-                raw[f"{backend} store"] = store_runs
+            topics = {fmt: f"bench-updates-{fmt.lower()}" for fmt in encoded}
+            for fmt, records in encoded.items():
+                asyncio.run(produce(broker.bootstrap, topics[fmt], records))
+            refresher_rows, refresher_raw, filled = measure_refreshers(
+                broker,
+                redis_server,
+                work,
+                topics=topics,
+                count=count,
+                repeats=repeats,
+                backends=backends,
+            )
+            print(table(refresher_rows), flush=True)
+            api_rows, api_raw = measure_api(
+                filled, work, users=users, duration=duration, repeats=repeats
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    refresher_rows = [r for r in rows if "updates_s" in r]
-    api_rows = [r for r in rows if "requests_s" in r]
     print()
     print(table(refresher_rows))
     print()
@@ -385,18 +545,19 @@ def main() -> None:
             "benchmark": "serving",
             "machine": {
                 **machine_info(),
-                "note": "load generator, lte serve, broker and Redis share these cores",
+                "note": "load generator, servers, broker and Redis share these cores; "
+                "the machine is shared with other users' work (noisy)",
             },
             "repeats": repeats,
             "users": users,
             "updates": count,
             "d": args.d,
-            "update_record_bytes": round(record_bytes),
+            "update_record_bytes": record_bytes,
             "redis_appendfsync": args.redis_appendfsync,
             "quick": args.quick,
             "refresher": refresher_rows,
             "api": api_rows,
-            "runs": raw,
+            "runs": {"refresher": refresher_raw, "api": api_raw},
         },
     )
 

@@ -348,14 +348,167 @@ def decode_many(values: Sequence[bytes]) -> DecodedBatch:
     updates: list[LTEUpdate] = []
     positions: list[int] = []
     errors: dict[int, UpdateFormatError] = {}
-    for i, value in enumerate(values):
-        try:
-            updates.append(decode(value))
-        except UpdateFormatError as exc:
-            errors[i] = exc
+    for i, decoded in enumerate(decode_batch(values)):
+        if isinstance(decoded, UpdateFormatError):
+            errors[i] = decoded
         else:
+            updates.append(decoded)
             positions.append(i)
     return DecodedBatch(updates, positions, errors)
+
+
+def _decode_or_error(value: bytes) -> LTEUpdate | UpdateFormatError:
+    try:
+        return decode(value)
+    except UpdateFormatError as exc:
+        return exc
+
+
+class _DoubtError(Exception):
+    """The fast scan is not sure about a record: the reference decoder decides."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = z = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        z |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise _DoubtError
+
+
+def _floats_at(data: bytes, pos: int) -> tuple[tuple[int, int] | None, int]:
+    """``(offset, size)`` of a ``["null", "bytes"]`` float32 field, or None for null."""
+    branch = data[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch != 2:
+        raise _DoubtError
+    size, pos = _varint(data, pos + 1)
+    if size <= 0 or size % 4 or pos + size > len(data):
+        raise _DoubtError
+    return (pos, size), pos + size
+
+
+_Scanned = tuple[
+    str, str, str, "Version | None", float, float, float, int, float, float, float,
+    "tuple[int, int] | None", "tuple[int, int] | None",
+]  # fmt: skip
+
+
+def _scan(value: bytes, names: dict[bytes, str]) -> _Scanned:
+    """The fields of a well-formed record, vectors as ``(offset, size)`` (finiteness is
+    checked for the whole batch at once); raises :class:`_DoubtError` (or an ``IndexError``,
+    ``UnicodeDecodeError``, ``struct.error``) for anything :func:`decode` must judge."""
+    if value[:10] != PREFIX:
+        raise _DoubtError
+    pos = 10
+    texts: list[str] = []
+    for _ in range(3):
+        size = value[pos]
+        # one-byte zig-zag lengths (1-63 bytes, so 1-63 characters); longer is rare
+        if size >= 0x80 or size == 0 or size & 1:
+            raise _DoubtError
+        size >>= 1
+        raw = value[pos + 1 : pos + 1 + size]
+        if len(raw) != size:
+            raise _DoubtError
+        text = names.get(raw)
+        if text is None:
+            text = names[raw] = raw.decode()
+        texts.append(text)
+        pos += 1 + size
+    branch = value[pos]
+    if branch == 0:
+        version = None
+        pos += 1
+    elif branch == 2:
+        offset, pos = _varint(value, pos + 1)
+        bucket, pos = _varint(value, pos)
+        if abs(offset) > MAX_VERSION or abs(bucket) > MAX_VERSION:
+            raise _DoubtError
+        version = (offset, bucket)
+    else:
+        raise _DoubtError
+    as_of, window_start, window_end = _DOUBLES3.unpack_from(value, pos)
+    n_events, pos = _varint(value, pos + 24)
+    weight_sum, due_at, produced_at = _DOUBLES3.unpack_from(value, pos)
+    # a sum of finite doubles that overflows only sends the record to decode()
+    if n_events < 0 or not math.isfinite(
+        as_of + window_start + window_end + weight_sum + due_at + produced_at
+    ):
+        raise _DoubtError
+    vector, pos = _floats_at(value, pos + 24)
+    coefficients, pos = _floats_at(value, pos)
+    if pos != len(value) or (n_events == 0) != (vector is None):
+        raise _DoubtError
+    if vector is None and coefficients is not None:
+        raise _DoubtError
+    return (
+        texts[0], texts[1], texts[2], version, as_of, window_start, window_end, n_events,
+        weight_sum, due_at, produced_at, vector, coefficients,
+    )  # fmt: skip
+
+
+def decode_batch(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]:
+    """:func:`decode` for a batch, several times faster; a bad record is its error.
+
+    Well-formed records take a fast path: one scan per record with precompiled structs and
+    no per-field calls, and the float32 fields of the whole batch are checked for finiteness
+    and copied by one numpy call per field length. Any record the scan is not sure of is
+    decoded by :func:`decode`, the single authority on the rules and on the error reported
+    (tests check the two agree on valid, corrupted and truncated records).
+    """
+    out: list[LTEUpdate | UpdateFormatError | None] = [None] * len(values)
+    scanned: list[tuple[int, _Scanned]] = []
+    names: dict[bytes, str] = {}
+    for i, value in enumerate(values):
+        try:
+            scanned.append((i, _scan(value, names)))
+        except (_DoubtError, IndexError, UnicodeDecodeError, struct.error):
+            out[i] = _decode_or_error(value)
+    # (row, field) of every float32 field, grouped by byte size: one stack + isfinite each
+    groups: dict[int, list[tuple[int, int, int, int]]] = {}
+    for row, (i, fields) in enumerate(scanned):
+        for which, where in ((11, fields[11]), (12, fields[12])):
+            if where is not None:
+                groups.setdefault(where[1], []).append((row, which, i, where[0]))
+    arrays: dict[tuple[int, int], F32Array] = {}
+    bad: set[int] = set()
+    for size, members in groups.items():
+        raw = b"".join(values[i][at : at + size] for _, _, i, at in members)
+        matrix = np.frombuffer(raw, _F32).reshape(len(members), size // 4).copy()
+        finite = np.asarray(np.isfinite(matrix).all(axis=1))
+        for j, (row, which, _, _) in enumerate(members):
+            if finite[j]:
+                arrays[row, which] = matrix[j]
+            else:
+                bad.add(row)
+    for row, (i, f) in enumerate(scanned):
+        if row in bad:
+            out[i] = _decode_or_error(values[i])
+            continue
+        vector = arrays.get((row, 11))
+        out[i] = LTEUpdate(
+            user_id=f[0],
+            basis_version=f[1],
+            encoder=f[2],
+            as_of=f[4],
+            window_start=f[5],
+            window_end=f[6],
+            n_events=f[7],
+            weight_sum=f[8],
+            coefficients=arrays.get((row, 12), vector),
+            vector=vector,
+            due_at=f[9],
+            produced_at=f[10],
+            version=f[3],
+        )
+    return [x for x in out if x is not None]
 
 
 def decode_mixed(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]:
@@ -366,17 +519,12 @@ def decode_mixed(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]
     if len(json_positions) == len(values):
         out.extend(decode_updates(list(values)))
         return out
-    from_json = iter(decode_updates([values[i] for i in json_positions]))
+    if not json_positions:
+        return decode_batch(values)
     json_set = set(json_positions)
-    for i, value in enumerate(values):
-        if i in json_set:
-            out.append(next(from_json))
-            continue
-        try:
-            out.append(decode(value))
-        except UpdateFormatError as exc:
-            out.append(exc)
-    return out
+    from_json = iter(decode_updates([values[i] for i in json_positions]))
+    from_avro = iter(decode_batch([v for i, v in enumerate(values) if i not in json_set]))
+    return [next(from_json) if i in json_set else next(from_avro) for i in range(len(values))]
 
 
 __all__ = [
@@ -387,6 +535,7 @@ __all__ = [
     "DecodedBatch",
     "crc64_avro",
     "decode",
+    "decode_batch",
     "decode_many",
     "decode_mixed",
     "encode",

@@ -20,15 +20,15 @@
   retries), :class:`ServerError` (other 5xx), :class:`LTEConnectionError` (no answer after
   the retries). An HTTP error carries the server's JSON error (``code``, ``message``).
 * Negotiate the body format: ``Accept`` lists the media types of the registered
-  :data:`DECODERS` (JSON today), and the response is decoded by its ``Content-Type``. A
-  binary decoder registers under its media type and is preferred (the JSON one keeps
-  ``q=0.9``), without touching the rest of the client.
+  :data:`DECODERS` — the binary form (:mod:`serving.binary_body`: Avro records, vectors as
+  raw float32) first, JSON at ``q=0.9`` — and the response is decoded by its
+  ``Content-Type``, so a server that only speaks JSON still works.
 * Pin the pair across a ``get_many``: ids beyond ``batch_size`` go in several requests, and
   the later ones name the ``(basis_version, encoder)`` the first one resolved, so one call
   never mixes two bases.
 
-Vectors arrive bit-identical to what the worker computed (JSON numbers written from
-float32, parsed back into float32).
+Vectors arrive bit-identical to what the worker computed (raw float32 in the binary form;
+JSON numbers written from float32 and parsed back into float32 otherwise).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import http.client
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
@@ -47,7 +47,17 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from lte_core.errors import LTEError
+from lte_core.errors import LTEError, UpdateFormatError
+from lte_core.update import LTEUpdate
+from lte_core.update_avro import decode as decode_avro
+from serving.binary_body import (
+    BASIS_HEADER,
+    ENCODER_HEADER,
+    OCTET_STREAM,
+    STORED_AT_HEADER,
+    text_of_header,
+    unframe_batch,
+)
 
 F32Array = npt.NDArray[np.float32]
 JSON = "application/json"
@@ -128,19 +138,25 @@ class UnsupportedResponseError(LTEClientError):
     """The server answered a ``Content-Type`` no registered decoder reads."""
 
 
+class MalformedResponseError(LTEClientError):
+    """A 200 whose body does not decode as its ``Content-Type`` says (a proxy rewrote it,
+    or the URL is not the read API)."""
+
+
 class BodyDecoder(Protocol):
-    """Turns a 200 body into LTEs; one per media type in :data:`DECODERS`."""
+    """Turns a 200 body into LTEs; one per media type in :data:`DECODERS`. ``headers`` has
+    the response's headers under lower-case names."""
 
-    def one(self, body: bytes) -> LTE: ...
+    def one(self, body: bytes, headers: Mapping[str, str]) -> LTE: ...
 
-    def many(self, body: bytes) -> Batch: ...
+    def many(self, body: bytes, headers: Mapping[str, str]) -> Batch: ...
 
 
 class JsonDecoder:
-    def one(self, body: bytes) -> LTE:
+    def one(self, body: bytes, headers: Mapping[str, str]) -> LTE:
         return lte_from_doc(orjson.loads(body))
 
-    def many(self, body: bytes) -> Batch:
+    def many(self, body: bytes, headers: Mapping[str, str]) -> Batch:
         doc = orjson.loads(body)
         return Batch(
             doc["basis_version"],
@@ -172,9 +188,43 @@ def _f32(values: Sequence[float] | None) -> F32Array | None:
     return None if values is None else np.asarray(values, dtype=np.float32)
 
 
-# Media type -> decoder, most preferred first. The binary format (a later issue) registers
-# here; the JSON decoder stays as the fallback.
-DECODERS: dict[str, BodyDecoder] = {JSON: JsonDecoder()}
+class BinaryDecoder:
+    """The read API's binary form (:mod:`serving.binary_body`)."""
+
+    def one(self, body: bytes, headers: Mapping[str, str]) -> LTE:
+        return lte_from_update(decode_avro(body), float(headers[STORED_AT_HEADER.lower()]))
+
+    def many(self, body: bytes, headers: Mapping[str, str]) -> Batch:
+        return Batch(
+            text_of_header(headers[BASIS_HEADER.lower()]),
+            text_of_header(headers[ENCODER_HEADER.lower()]),
+            [
+                None if frame is None else lte_from_update(decode_avro(frame[0]), frame[1])
+                for frame in unframe_batch(body)
+            ],
+        )
+
+
+def lte_from_update(update: LTEUpdate, stored_at: float) -> LTE:
+    return LTE(
+        user_id=update.user_id,
+        basis_version=update.basis_version,
+        encoder=update.encoder,
+        vector=update.vector,
+        coefficients=update.coefficients,
+        n_events=update.n_events,
+        weight_sum=update.weight_sum,
+        as_of=update.as_of,
+        window_start=update.window_start,
+        window_end=update.window_end,
+        due_at=update.due_at,
+        produced_at=update.produced_at,
+        stored_at=stored_at,
+    )
+
+
+# Media type -> decoder, most preferred first; the JSON decoder stays as the fallback.
+DECODERS: dict[str, BodyDecoder] = {OCTET_STREAM: BinaryDecoder(), JSON: JsonDecoder()}
 
 
 def accept_header(decoders: Mapping[str, BodyDecoder]) -> str:
@@ -201,6 +251,8 @@ class _Answer:
     status: int
     content_type: str
     body: bytes
+    #: lower-case names
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 _RETRY_STATUSES = frozenset({503})
@@ -295,7 +347,15 @@ class _Core:
                     f"the server answered {media or 'no Content-Type'}; this client reads "
                     f"{', '.join(self.decoders)}"
                 )
-            return decoder.many(answer.body) if call.batch else decoder.one(answer.body)
+            try:
+                if call.batch:
+                    return decoder.many(answer.body, answer.headers)
+                return decoder.one(answer.body, answer.headers)
+            except (UpdateFormatError, KeyError, ValueError) as exc:
+                raise MalformedResponseError(
+                    f"the server's {media} body could not be read ({type(exc).__name__}: "
+                    f"{exc}); is {self!r} the read API?"
+                ) from exc
         code, message = _error_of(answer)
         if answer.status == 404 and code == "not_found" and not call.batch:
             if message.startswith(NO_ENTRY_MESSAGE):
@@ -431,7 +491,8 @@ class LTEClient(_Client):
             self._connection.request(call.method, call.path, body=call.body, headers=headers)
             response = self._connection.getresponse()
             body = response.read()
-            return _Answer(response.status, response.getheader("Content-Type", ""), body)
+            headers = {name.lower(): value for name, value in response.getheaders()}
+            return _Answer(response.status, headers.get("content-type", ""), body, headers)
 
     def _drop_connection(self) -> None:
         with self._lock:
@@ -520,7 +581,8 @@ class AsyncLTEClient(_Client):
             call.method, url, data=call.body, headers=headers
         ) as response:
             body = await response.read()
-            return _Answer(response.status, response.headers.get("Content-Type", ""), body)
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return _Answer(response.status, headers.get("content-type", ""), body, headers)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -545,12 +607,14 @@ __all__ = [
     "AsyncLTEClient",
     "BadRequestError",
     "Batch",
+    "BinaryDecoder",
     "BodyDecoder",
     "JsonDecoder",
     "LTEClient",
     "LTEClientError",
     "LTEConnectionError",
     "LTEHTTPError",
+    "MalformedResponseError",
     "NoVersionError",
     "ServerError",
     "ServiceUnavailableError",
@@ -558,4 +622,5 @@ __all__ = [
     "UnsupportedResponseError",
     "accept_header",
     "lte_from_doc",
+    "lte_from_update",
 ]

@@ -5,6 +5,9 @@
   404 when the store has no entry for the user.
 * ``POST /v1/lte:batchGet`` with ``{"user_ids": [...], "basis_version"?, "encoder"?}`` →
   200 with ``results`` aligned to ``user_ids`` (``null`` where there is no entry).
+* Both answer JSON by default, and the Avro binary form (:mod:`serving.binary_body`) to a
+  request whose ``Accept`` prefers ``application/octet-stream`` or
+  ``application/vnd.lte.update+avro``; errors are always JSON.
 * ``/healthz``, ``/readyz``, ``/metrics`` (never behind the token: orchestrators and
   Prometheus call them).
 
@@ -20,6 +23,7 @@ written pair is used (from the store's registry, re-read at most once a second).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
@@ -32,7 +36,16 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry
 
+from lte_core.update_avro import encode as encode_avro
 from lte_runtime.status_server import Readiness, add_status_routes
+from serving.binary_body import (
+    BASIS_HEADER,
+    BINARY_MEDIA_TYPES,
+    ENCODER_HEADER,
+    STORED_AT_HEADER,
+    frame_batch,
+    header_text,
+)
 from serving.errors import StoreDataError, StoreUnavailableError
 from serving.metrics import ApiMetrics
 from serving.online_store import (
@@ -52,6 +65,8 @@ CLIENT_CLOSED = 499
 OUTAGE_LOG_SECONDS = 10.0
 _PAIR_FIELDS = ("basis_version", "encoder")
 _BATCH_FIELDS = ("user_ids", *_PAIR_FIELDS)
+JSON = "application/json"
+_OFFERED = (JSON, *BINARY_MEDIA_TYPES)
 
 log = logging.getLogger("lte.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,6 +103,34 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+@functools.lru_cache(maxsize=256)
+def negotiate(accept: str) -> str:
+    """The media type to answer a 200 with, from the request's ``Accept`` (RFC 9110 12.5.1):
+    the offered type with the highest quality, the most specific range deciding a type's
+    quality; JSON on ties (``*/*``), when nothing offered is acceptable, or with no header —
+    an API that answered 406 to a sloppy header would break clients that worked before."""
+    exact: dict[str, float] = {}
+    wild: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        media = media.lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        (wild if media.endswith("/*") else exact)[media] = q
+    best, best_q = JSON, 0.0
+    for media in _OFFERED:
+        q = exact.get(media, wild.get(media.split("/")[0] + "/*", wild.get("*/*", 0.0)))
+        if q > best_q:
+            best, best_q = media, q
+    return best
 
 
 def _authorise(request: web.Request, expected: bytes) -> None:
@@ -172,7 +215,12 @@ class ReadApi:
                 f"no LTE for user {user_id!r} under basis_version={basis_version} "
                 f"encoder={encoder}",
             )
-        return json_response(found.to_dict())
+        media = negotiate(request.headers.get("Accept", JSON))
+        if media == JSON:
+            return _varies(json_response(found.to_dict()))
+        response = _binary_response(encode_avro(found.update), media, basis_version, encoder)
+        response.headers[STORED_AT_HEADER] = repr(found.stored_at)
+        return response
 
     async def batch_get(self, request: web.Request) -> web.Response:
         if request.query:
@@ -218,12 +266,20 @@ class ReadApi:
         found = await self._bounded(
             self._store.get_many([StoreKey(basis_version, encoder, user) for user in users])
         )
-        return json_response(
-            {
-                "basis_version": basis_version,
-                "encoder": encoder,
-                "results": [_doc(entry) for entry in found],
-            }
+        media = negotiate(request.headers.get("Accept", JSON))
+        if media != JSON:
+            body = frame_batch(
+                [None if e is None else (encode_avro(e.update), e.stored_at) for e in found]
+            )
+            return _binary_response(body, media, basis_version, encoder)
+        return _varies(
+            json_response(
+                {
+                    "basis_version": basis_version,
+                    "encoder": encoder,
+                    "results": [_doc(entry) for entry in found],
+                }
+            )
         )
 
     def _pair_query(self, request: web.Request) -> dict[str, str]:
@@ -274,6 +330,19 @@ class ReadApi:
         """``call``, or :class:`StoreUnavailableError` after ``read_timeout``: a hung store
         (Redis stopped, a dead connection) answers 503 now, not after the socket timeout."""
         return await bounded_store_call(call, self._settings.read_timeout, self._store)
+
+
+def _binary_response(body: bytes, media: str, basis_version: str, encoder: str) -> web.Response:
+    response = web.Response(body=body, content_type=media)
+    response.headers[BASIS_HEADER] = header_text(basis_version)
+    response.headers[ENCODER_HEADER] = header_text(encoder)
+    return _varies(response)
+
+
+def _varies(response: web.Response) -> web.Response:
+    """A cache in front must not answer a JSON request with a binary body, or the reverse."""
+    response.headers["Vary"] = "Accept"
+    return response
 
 
 def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:

@@ -3,12 +3,16 @@
 One batch at a time, in this order:
 
 1. fetch up to ``--batch-max-records`` records (``getmany``);
-2. decode each; a record that breaks the contract (DESIGN 3.4) — or whose key is not its
-   ``user_id`` — is dead-lettered with the original bytes and counted, never raised;
+2. decode the whole batch at once (:func:`lte_core.update_avro.decode_mixed`: Avro records
+   by the batch decoder, JSON ones by the JSON batch path); a record that breaks the
+   contract (DESIGN 3.4) — or whose key is not its ``user_id`` — is dead-lettered with the
+   original bytes and counted, never raised;
 3. coalesce per ``(basis_version, encoder, user_id)``: the newest by the per-user
    ``version`` (:meth:`LTEUpdate.order_key`) wins (the later record on a tie), the rest
    are counted as ``stale``/``duplicate``;
-4. send the dead letters, then write the batch to the store (monotonic, idempotent);
+4. send the dead letters, then write the batch to the store in one round trip (Redis: one
+   pipeline of script calls; RocksDB: one write batch), monotonic and idempotent, and
+   account it (drift of the whole batch in a few numpy calls);
 5. only then commit the batch's offsets.
 
 A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
@@ -44,7 +48,7 @@ from lte_runtime.kafka.dead_letter import DeadLetter
 from lte_runtime.kafka.rebalance import RebalanceCallbacks
 from lte_runtime.kafka.topics import TopicSpec, ensure_topics
 from lte_runtime.status_server import StatusServer
-from serving.drift import PopulationDrift, cosine_distance, load_reference
+from serving.drift import F32Array, PopulationDrift, cosine_distances, load_reference
 from serving.errors import StoreUnavailableError
 from serving.metrics import RefresherMetrics
 from serving.online_store import (
@@ -249,7 +253,7 @@ class Refresher:
     ) -> None:
         outcomes: Counter[str] = Counter()
         staleness: list[float] = []
-        drifts: list[float] = []
+        moved: list[tuple[F32Array, F32Array]] = []
         for update, result in zip(updates, results, strict=True):
             outcomes[result.outcome.value] += 1
             if result.outcome is WriteOutcome.STALE:
@@ -262,14 +266,12 @@ class Refresher:
                     and previous.update.vector is not None
                     and update.vector is not None
                 ):
-                    drift = cosine_distance(previous.update.vector, update.vector)
-                    if drift is not None:
-                        drifts.append(drift)
+                    moved.append((previous.update.vector, update.vector))
             self.drift.observe(update, previous)
         for outcome, n in outcomes.items():
             self.metrics.store_writes.labels(outcome).inc(n)
         self.metrics.staleness.observe_many(np.maximum(0.0, np.asarray(staleness)))
-        self.metrics.drift.observe_many(drifts)
+        self.metrics.drift.observe_many(cosine_distances(moved))
         self.drift.publish()
 
     async def _retrying(

@@ -4,7 +4,7 @@ What the clients return is compared with the updates the test wrote into the sto
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +14,12 @@ from lte_core.update import LTEUpdate
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
 from serving.client import (
+    DECODERS,
     LTE,
     AsyncLTEClient,
     BadRequestError,
+    Batch,
+    BodyDecoder,
     LTEClient,
     LTEConnectionError,
     LTEHTTPError,
@@ -99,8 +102,38 @@ def _check_many(served: Served, ids: Sequence[str], got: Sequence[LTE | None]) -
         assert (lte is None) if want is None else _same(lte, want), user
 
 
-def test_sync_client_reads_what_was_written(served: Served) -> None:
-    with LTEClient(served.url, TOKEN, batch_size=7) as client:
+class Counted:
+    """A registered decoder that counts the bodies it decoded (which format was served)."""
+
+    def __init__(self, inner: BodyDecoder) -> None:
+        self.inner = inner
+        self.bodies = 0
+
+    def one(self, body: bytes, headers: Mapping[str, str]) -> LTE:
+        self.bodies += 1
+        return self.inner.one(body, headers)
+
+    def many(self, body: bytes, headers: Mapping[str, str]) -> Batch:
+        self.bodies += 1
+        return self.inner.many(body, headers)
+
+
+@pytest.fixture(params=["binary", "json"])
+def decoders(request: pytest.FixtureRequest) -> Iterator[dict[str, Counted]]:
+    """The default table (binary preferred, JSON fallback), or JSON alone; after the test,
+    only the first decoder was used: the server answered the preferred format."""
+    chosen = {m: Counted(d) for m, d in DECODERS.items()}
+    if request.param == "json":
+        chosen = {"application/json": chosen["application/json"]}
+    yield chosen
+    first, *rest = chosen.values()
+    assert first.bodies > 0 and all(d.bodies == 0 for d in rest)
+
+
+def test_sync_client_reads_what_was_written(
+    served: Served, decoders: dict[str, BodyDecoder]
+) -> None:
+    with LTEClient(served.url, TOKEN, batch_size=7, decoders=decoders) as client:
         for user, update in served.written.items():
             assert _same(client.get(user), update), user
         assert client.get("nobody") is None
@@ -113,9 +146,11 @@ def test_sync_client_reads_what_was_written(served: Served) -> None:
         assert TOKEN not in repr(client)
 
 
-def test_async_client_reads_what_was_written(served: Served) -> None:
+def test_async_client_reads_what_was_written(
+    served: Served, decoders: dict[str, BodyDecoder]
+) -> None:
     async def scenario() -> None:
-        async with AsyncLTEClient(served.url, TOKEN, batch_size=7) as client:
+        async with AsyncLTEClient(served.url, TOKEN, batch_size=7, decoders=decoders) as client:
             got = await asyncio.gather(*(client.get(u) for u in served.written))
             for lte, update in zip(got, served.written.values(), strict=True):
                 assert _same(lte, update), update.user_id

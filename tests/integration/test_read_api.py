@@ -7,8 +7,10 @@ RocksDB follower reading what another process writes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import os
+import struct
 import subprocess
 import sys
 import uuid
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import fastavro
 import numpy as np
 import orjson
 import pytest
@@ -28,8 +31,10 @@ from hypothesis.extra.numpy import arrays
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
+from lte_core import update_avro
+from lte_core.update import LTEUpdate
 from lte_runtime.redis_server import RedisServer
-from serving.read_api import build_app, start_site
+from serving.read_api import build_app, negotiate, start_site
 from serving.settings import ApiSettings
 from serving.store_url import RedisLocation
 from tests.integration.harness import ROOT, LteProcess, http_status, unique, wait_until
@@ -65,8 +70,11 @@ class Api:
         body: Any = None,
         raw: bytes | None = None,
         token: str | None = None,
+        accept: str | None = None,
     ) -> Reply:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         data = raw if raw is not None else (None if body is None else orjson.dumps(body))
         url = URL(f"http://127.0.0.1:{self.port}{path}", encoded=True)
 
@@ -232,6 +240,131 @@ def test_errors_are_json_and_name_the_problem(
     assert api.registry.get_sample_value(
         "lte_api_request_duration_seconds_count", {"route": "unmatched", "status": "404"}
     )
+
+
+SCHEMA = fastavro.parse_schema(orjson.loads(update_avro.SCHEMA_TEXT))
+
+
+def _from_avro(record: bytes) -> LTEUpdate:
+    """A binary record read by fastavro (an independent Avro implementation), as an update."""
+    assert record[:10] == update_avro.PREFIX
+    body = io.BytesIO(record[10:])
+    doc = fastavro.schemaless_reader(body, SCHEMA, None)
+    assert isinstance(doc, dict) and body.read() == b""
+    vector = None if doc["vector"] is None else np.frombuffer(doc["vector"], "<f4")
+    coefficients = (
+        vector if doc["coefficients"] is None else np.frombuffer(doc["coefficients"], "<f4")
+    )
+    version = doc["version"]
+    return LTEUpdate(
+        **{k: doc[k] for k in ("user_id", "basis_version", "encoder", "as_of", "window_start")},
+        **{k: doc[k] for k in ("window_end", "n_events", "weight_sum", "due_at", "produced_at")},
+        vector=None if vector is None else vector.astype(np.float32),
+        coefficients=None if coefficients is None else coefficients.astype(np.float32),
+        version=None if version is None else (version["last_offset"], version["end_bucket"]),
+    )
+
+
+def _frames(body: bytes) -> list[tuple[bytes, float] | None]:
+    """The batchGet framing of docs/serving.md, parsed here independently of the server."""
+    out: list[tuple[bytes, float] | None] = []
+    pos = 0
+    while pos < len(body):
+        (size,) = struct.unpack_from("<I", body, pos)
+        pos += 4
+        if size == 0:
+            out.append(None)
+            continue
+        (stored_at,) = struct.unpack_from("<d", body, pos)
+        out.append((body[pos + 8 : pos + 8 + size], stored_at))
+        pos += 8 + size
+    return out
+
+
+def test_binary_and_json_answers_are_the_same_lte(
+    make_api: Callable[..., Api], store: SyncStore
+) -> None:
+    """Every written LTE (d=384, K<d, K=d, versioned or not, emptied) read back through JSON
+    and through both binary media types equals the update written, float32 bit for bit."""
+    basis = unique("b")
+    api = make_api(basis_version=basis, encoder="mean")
+    rng = np.random.default_rng(11)
+    written = [
+        make_update(
+            f"user-{i}",
+            1.7e9 + i,
+            1.7e9 + i - 0.5,
+            rng.standard_normal(384).astype(np.float32) * 10.0 ** rng.integers(-30, 30),
+            basis_version=basis,
+            k=[None, 16][i % 2],
+            version=None if i == 3 else (1000 + i, 7),
+        )
+        for i in range(12)
+    ]
+    written.append(make_update("emptied", 1.7e9, 1.7e9, None, basis_version=basis))
+    store.write(written, stored_at=1.8e9 + 0.125)
+    for update in written:
+        status, doc, headers = api.get(update.user_id)
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        assert same_update(update_from_json(doc), update)
+        for media in ("application/octet-stream", "application/vnd.lte.update+avro"):
+            status, body, headers = api.call(
+                "GET", f"/v1/lte/{update.user_id}", accept=f"{media}, application/json;q=0.9"
+            )
+            assert status == 200 and headers["Content-Type"] == media
+            assert headers["Vary"] == "Accept"
+            assert float(headers["LTE-Stored-At"]) == doc["stored_at"] == 1.8e9 + 0.125
+            assert same_update(_from_avro(body), update), update.user_id
+    ids = [u.user_id for u in written] + ["nobody", written[0].user_id]
+    status, doc, _ = api.batch({"user_ids": ids})
+    assert status == 200
+    status, body, headers = api.call(
+        "POST", "/v1/lte:batchGet", body={"user_ids": ids}, accept="application/octet-stream"
+    )
+    assert status == 200 and headers["LTE-Basis-Version"] == quote(basis, safe="")
+    frames = _frames(body)
+    assert len(frames) == len(ids) and frames[-2] is None and doc["results"][-2] is None
+    wanted = [*written, None, written[0]]
+    for want, frame, as_json in zip(wanted, frames, doc["results"], strict=True):
+        if want is None:
+            continue
+        assert frame is not None and frame[1] == as_json["stored_at"]
+        assert same_update(_from_avro(frame[0]), want)
+        assert same_update(update_from_json(as_json), want)
+
+
+def test_errors_stay_json_when_binary_is_asked_for(
+    make_api: Callable[..., Api], store: SyncStore
+) -> None:
+    api = make_api(basis_version=unique("b"), encoder="mean")
+    binary = "application/octet-stream"
+    for status, doc, headers in (
+        api.call("GET", "/v1/lte/nobody", accept=binary),
+        api.call("POST", "/v1/lte:batchGet", body={"user_ids": []}, accept=binary),
+        api.call("GET", "/v1/lte/x?bad=1", accept=binary),
+    ):
+        assert status in (400, 404) and headers["Content-Type"] == "application/json"
+        assert doc["error"]["code"] and doc["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        ("", "application/json"),
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        ("application/octet-stream", "application/octet-stream"),
+        ("application/octet-stream, application/json;q=0.9", "application/octet-stream"),
+        ("application/json, application/octet-stream;q=0.5", "application/json"),
+        ("application/*;q=0.2, application/octet-stream;q=0.1", "application/json"),
+        ("application/vnd.lte.update+avro;q=1.0, */*;q=0.1", "application/vnd.lte.update+avro"),
+        ("application/octet-stream;q=0, */*", "application/json"),
+        ("text/html", "application/json"),
+        ("APPLICATION/OCTET-STREAM; q=0.8, application/json; q=0.7", "application/octet-stream"),
+    ],
+)
+def test_negotiation_follows_accept(accept: str, media: str) -> None:
+    assert negotiate(accept) == media
 
 
 def test_batch_get_answers_in_request_order(make_api: Callable[..., Api], store: SyncStore) -> None:

@@ -3,6 +3,8 @@ transport is tested against a real ``lte serve`` in tests/integration/test_clien
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import orjson
 import pytest
@@ -28,11 +30,11 @@ BINARY = "application/octet-stream"
 class MarkerDecoder:
     """Stands for the binary decoder of a later issue: it only proves it was chosen."""
 
-    def one(self, body: bytes) -> LTE:
+    def one(self, body: bytes, headers: Mapping[str, str]) -> LTE:
         return LTE("from-binary", "b", "mean", None, None, 0, 0.0, 0, 0, 0, 0, 0, 0)
 
-    def many(self, body: bytes) -> Batch:
-        return Batch("b", "mean", [self.one(body)])
+    def many(self, body: bytes, headers: Mapping[str, str]) -> Batch:
+        return Batch("b", "mean", [self.one(body, headers)])
 
 
 def _client(decoders: dict[str, BodyDecoder] | None = None) -> LTEClient:
@@ -40,7 +42,8 @@ def _client(decoders: dict[str, BodyDecoder] | None = None) -> LTEClient:
 
 
 def test_accept_lists_the_decoders_with_json_as_fallback() -> None:
-    assert accept_header(DECODERS) == "application/json"
+    assert accept_header(DECODERS) == "application/octet-stream, application/json;q=0.9"
+    assert accept_header({"application/json": JsonDecoder()}) == "application/json"
     both: dict[str, BodyDecoder] = {BINARY: MarkerDecoder(), "application/json": JsonDecoder()}
     assert accept_header(both) == "application/octet-stream, application/json;q=0.9"
     assert _client(both)._core.headers["Accept"] == accept_header(both)

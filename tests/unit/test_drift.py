@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from lte_core.errors import ConfigError
 from lte_core.update import LTEUpdate
-from serving.drift import PopulationDrift, cosine_distance, load_reference
+from serving.drift import PopulationDrift, cosine_distance, cosine_distances, load_reference
 from serving.metrics import RefresherMetrics
 from serving.online_store import StoredLTE
 
@@ -26,6 +26,25 @@ def test_cosine_distance() -> None:
     assert cosine_distance(a, np.array([0.0, 3.0], np.float32)) == pytest.approx(1.0)
     assert cosine_distance(a, np.zeros(2, np.float32)) is None
     assert cosine_distance(a, np.ones(3, np.float32)) is None
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(0, 2**32 - 1), st.booleans()),
+        max_size=20,
+    )
+)
+def test_cosine_distances_of_a_batch_are_those_of_each_pair(
+    specs: list[tuple[int, int, bool]],
+) -> None:
+    pairs = []
+    for d, seed, zero in specs:
+        rng = np.random.default_rng(seed)
+        a = rng.standard_normal(d).astype(np.float32)
+        b = np.zeros(d, np.float32) if zero else rng.standard_normal(d).astype(np.float32)
+        pairs.append((a, b if seed % 5 else rng.standard_normal(d + 1).astype(np.float32)))
+    one_by_one = [c for a, b in pairs if (c := cosine_distance(a, b)) is not None]
+    assert sorted(cosine_distances(pairs)) == pytest.approx(sorted(one_by_one), abs=1e-12)
 
 
 def _update(user: str, vector: list[float] | None) -> LTEUpdate:

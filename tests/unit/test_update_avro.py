@@ -264,3 +264,80 @@ def test_mixed_batches_are_read_by_marker() -> None:
     only_json = update_avro.decode_mixed([as_json])[0]
     assert isinstance(only_json, LTEUpdate)
     _same(only_json, decode_json(as_json))
+
+
+def _reference(value: bytes) -> LTEUpdate | UpdateFormatError:
+    try:
+        return update_avro.decode(value)
+    except UpdateFormatError as exc:
+        return exc
+
+
+def _agree(got: LTEUpdate | UpdateFormatError, want: LTEUpdate | UpdateFormatError) -> None:
+    if isinstance(want, UpdateFormatError):
+        assert isinstance(got, UpdateFormatError) and str(got) == str(want)
+    else:
+        assert isinstance(got, LTEUpdate)
+        _same(got, want)
+
+
+@settings(max_examples=300)
+@given(st.lists(updates(), min_size=1, max_size=6), st.data())
+def test_batch_decoder_agrees_with_the_reference(
+    batch: list[LTEUpdate], data: st.DataObject
+) -> None:
+    """Valid, byte-flipped, truncated and extended records: the fast batch path accepts
+    exactly what decode() accepts, with the same fields, and reports decode()'s errors."""
+    values = []
+    for update in batch:
+        value = bytearray(update_avro.encode(update))
+        how = data.draw(st.sampled_from(["keep", "flip", "cut", "extend", "nan"]))
+        if how == "flip":
+            at = data.draw(st.integers(0, len(value) - 1))
+            value[at] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            value = value[: data.draw(st.integers(0, len(value) - 1))]
+        elif how == "extend":
+            value += b"\x00"
+        elif how == "nan" and update.vector is not None:
+            value[-4:] = np.array([np.nan], np.float32).tobytes()
+        values.append(bytes(value))
+    got = update_avro.decode_batch(values)
+    assert len(got) == len(values)
+    for raw, decoded in zip(values, got, strict=True):
+        _agree(decoded, _reference(raw))
+    mixed = update_avro.decode_mixed([*values, encode_json(batch[0])])
+    for raw, decoded in zip(values, mixed, strict=False):
+        if update_avro.is_avro(raw):  # the rest is read as JSON
+            _agree(decoded, _reference(raw))
+    assert isinstance(mixed[-1], LTEUpdate) and mixed[-1].user_id == batch[0].user_id
+
+
+def test_batch_decoder_keeps_vectors_apart() -> None:
+    """Rows of one stacked matrix: each update gets its own values, and an identity
+    record's coefficients are its vector."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((50, 384)).astype(np.float32)
+    batch = [
+        LTEUpdate(
+            f"u{i}",
+            "b",
+            "mean",
+            1.0,
+            0.0,
+            1.0,
+            3,
+            3.0,
+            v if i % 2 else v[:8].copy(),
+            v,
+            1.0,
+            2.0,
+            (i, 1),
+        )
+        for i, v in enumerate(vectors)
+    ]
+    for update, decoded in zip(
+        batch, update_avro.decode_batch([update_avro.encode(u) for u in batch]), strict=True
+    ):
+        assert isinstance(decoded, LTEUpdate)
+        _same(decoded, update)
