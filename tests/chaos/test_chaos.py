@@ -154,3 +154,84 @@ def test_weights_at_both_ends_of_the_range_end_to_end(pipeline: Pipeline) -> Non
     p.worker(t2)
     verdict = p.converge(t2)
     assert verdict.checked == 60 and not verdict.wrong
+
+
+def _claims(worker: LteProcess) -> int:
+    return worker.log_path.read_text(errors="replace").count("claimed changelog epoch")
+
+
+def test_zombie_worker_is_fenced_and_the_changelog_stays_clean(pipeline: Pipeline) -> None:
+    """Worker A is frozen (SIGSTOP) mid-stream past the session timeout; B takes over A's
+    partitions and fences them; A wakes (SIGCONT) and must not poison the changelog. After
+    more events the store equals the oracle, and so does a fresh worker that restores every
+    partition from the changelog onto an empty state directory."""
+    p = pipeline
+    _load(p, "zombie", 4000)
+    p.refresher()
+    a = p.worker(T1, "--batch-max-records", "40", state="a")
+    wait_until(lambda: a.metric("lte_worker_assigned_partitions") == 4, timeout=60, what="A up")
+    b = p.worker(T1, "--batch-max-records", "40", state="b")
+    wait_until(
+        lambda: (
+            b.metric("lte_worker_assigned_partitions") > 0
+            and a.metric("lte_worker_batch_events_sum") >= 400
+        ),
+        timeout=90,
+        what="both workers processing",
+    )
+    # a burst, and A frozen in the middle of it
+    before = a.metric("lte_worker_batch_events_sum")
+    p.produce(
+        random_events(random.Random("zombie-1"), users=USERS, count=3000, lo=T0 - 9 * DAY, hi=T0)
+    )
+    wait_until(
+        lambda: a.metric("lte_worker_batch_events_sum") >= before + 200,
+        timeout=60,
+        what="A inside the burst",
+    )
+    assert a.process is not None
+    os.kill(a.process.pid, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: b.metric("lte_worker_assigned_partitions") == 4,
+            timeout=60,
+            what="B to take over A's partitions",
+        )
+        p.produce(
+            random_events(random.Random("zombie-2"), users=USERS, count=600, lo=T0 - 5 * DAY, hi=T0)
+        )
+        wait_until(
+            lambda: b.metric("lte_worker_fence_epoch", {"partition": "0"}) > 0,
+            timeout=30,
+            what="B fenced",
+        )
+    finally:
+        os.kill(a.process.pid, signal.SIGCONT)
+    # A stops before its next write once it sees B's newer epoch (exit 1), or rejoins
+    # the group if it had nothing to write; like a supervisor, restart it when it exited
+    wait_until(
+        lambda: (
+            a.process is not None
+            and (a.process.poll() is not None or a.metric("lte_worker_assigned_partitions") > 0)
+        ),
+        timeout=60,
+        what="A to exit or rejoin",
+    )
+    if a.process.poll() is not None:
+        print(f"[chaos] zombie exited {a.process.returncode}: {a.log().strip().splitlines()[-1]}")
+        a = p.worker(T1, "--batch-max-records", "40", state="a")
+    p.produce(
+        random_events(random.Random("zombie-3"), users=USERS, count=600, lo=T0 - 5 * DAY, hi=T0)
+    )
+    verdict = p.converge(T1)
+    assert verdict.checked == USERS and not verdict.wrong
+    for worker in (a, b):
+        worker.stop()
+    # a fresh worker restores the changelog onto an empty disk; one new event per user makes
+    # it emit every user from the restored state
+    fresh = p.worker(T1, state="fresh")
+    p.produce([(f"u{u}", f"i{u % 64}", T0 - 3 * DAY, 1.0) for u in range(USERS)])
+    verdict = p.converge(T1)
+    skipped = fresh.metric("lte_changelog_skipped_records_total")
+    print(f"[chaos] fresh restore skipped {skipped:.0f} zombie records")
+    assert verdict.checked == USERS and not verdict.wrong
