@@ -176,6 +176,7 @@ def _add_tasks(app: LteApp, host: EngineHost) -> None:
         and counted; anything else crashes the worker (crash-only)."""
         tick = 0
         backoff = SWEEP_FIRST_BACKOFF_S
+        host.metrics.sweep_last_success.set(time.time())
         while not app.should_stop:
             host.sweeper_heartbeat.beat()
             await every(settings.sweep_interval, host.sweep_wakeup)

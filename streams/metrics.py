@@ -151,7 +151,8 @@ class WorkerMetrics(NamedTuple):
             ),
             sweep_last_success=Gauge(
                 "lte_sweep_last_success_timestamp",
-                "Unix time of the sweeper's last complete pass over the owned partitions",
+                "Unix time of the sweeper's last complete pass over the owned partitions "
+                "(its start, before the first)",
                 registry=registry,
             ),
         )

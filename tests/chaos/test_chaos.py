@@ -7,6 +7,7 @@ import math
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,17 @@ import pytest
 from lte_core.basis import BasisArtifact
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.redis_server import RedisServer
-from tests.chaos.pipeline import DAY, T0, W_MAX, W_MIN, Pipeline, make_basis, random_events
+from tests.chaos.pipeline import (
+    DAY,
+    LAG_DAYS,
+    T0,
+    W_MAX,
+    W_MIN,
+    WINDOW_DAYS,
+    Pipeline,
+    make_basis,
+    random_events,
+)
 from tests.integration.harness import LteProcess, wait_until
 
 T1 = T0 + 0.5
@@ -235,3 +246,54 @@ def test_zombie_worker_is_fenced_and_the_changelog_stays_clean(pipeline: Pipelin
     skipped = fresh.metric("lte_changelog_skipped_records_total")
     print(f"[chaos] fresh restore skipped {skipped:.0f} zombie records")
     assert verdict.checked == USERS and not verdict.wrong
+
+
+def test_broker_paused_with_a_live_clock_windows_still_slide(
+    chaos_basis: tuple[Path, BasisArtifact], tmp_path: Path
+) -> None:
+    """The broker is frozen (SIGSTOP) for 30 s while the worker's clock runs half a day per
+    second; afterwards every window must still slide to its end. The product's promise: the
+    sweeper retries transient broker errors (counted) and goes on; anything else stops the
+    worker with exit 1, and a supervisor (here: the test) restarts it on the same state."""
+    log = tmp_path / "tansu.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        redis = RedisServer(tmp_path / "redis").start()
+        p = Pipeline(broker, tmp_path, chaos_basis[0], chaos_basis[1], redis)
+        try:
+            _load(p, "pause", 2000)
+            p.refresher()
+            speed = DAY / 2
+            anchor = time.time() + 5
+            worker = p.worker(T1, speed=speed, anchor=anchor)
+            wait_until(
+                lambda: worker.metric("lte_sweep_users_total") > 0,
+                timeout=60,
+                what="the sweep to slide windows",
+            )
+            pid = broker.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(30)  # the fault itself lasts 30 s; nothing waits on it
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            restarts = 0
+            # every event has left every window once the clock passes T0 + 23 d
+            end = T0 + (WINDOW_DAYS + LAG_DAYS + 1) * DAY
+            deadline = anchor + (end - T1) / speed + 60
+            while time.time() < deadline:
+                assert worker.process is not None
+                if worker.process.poll() is not None:
+                    restarts += 1
+                    print(f"[chaos] worker exited {worker.process.returncode}, restarted")
+                    worker = p.worker(T1, speed=speed, anchor=anchor)
+                if worker.metric("lte_worker_clock_seconds") > end and not p.check(end).wrong:
+                    break
+                time.sleep(0.5)
+            verdict = p.check(end)
+            retries = worker.metric("lte_worker_task_retries_total", {"task": "sweeper"})
+            print(f"[chaos pause] {verdict}; sweeper retries {retries:.0f}, restarts {restarts}")
+            assert verdict.checked == USERS and not verdict.wrong
+        finally:
+            p.stop_all()
+            redis.kill()
