@@ -34,9 +34,9 @@ from streams.fencing import (
     META_FENCE,
     PartitionLostError,
     StallGuard,
-    epoch_bytes,
     epoch_headers,
     fence_epoch,
+    fence_value,
 )
 from streams.metrics import WorkerMetrics
 from streams.partition import PartitionProcessor, WriterFence
@@ -309,7 +309,8 @@ class EngineHost:
         first = await self.restorer.restore(store, partition)
         epoch = first.highest + 1
         headers = epoch_headers(epoch)
-        claim = [OutRecord(FENCE_KEY, epoch_bytes(epoch), headers)]
+        fence = fence_value(epoch)
+        claim = [OutRecord(FENCE_KEY, fence, headers)]
         if store.get_meta(META_CONFIG) is None:
             store.put_meta(META_CONFIG, self._config)
             claim.append(OutRecord(META + META_CONFIG, self._config, headers))
@@ -317,11 +318,11 @@ class EngineHost:
         second = await self.restorer.restore(store, partition)
         self.metrics.restored_records.inc(first.applied + second.applied)
         self.metrics.skipped_records.inc(first.skipped + second.skipped)
-        held = fence_epoch(store.get_meta(META_FENCE))
-        if held != epoch:
+        held = store.get_meta(META_FENCE)
+        if held != fence:
             raise PartitionLostError(
-                f"partition {partition}: epoch {held} was claimed after this worker's "
-                f"{epoch}; another worker owns it"
+                f"partition {partition}: another worker claimed epoch {fence_epoch(held)} "
+                f"before or after this worker's claim of {epoch}; it owns the partition"
             )
         self.metrics.fence_epoch.labels(str(partition)).set(epoch)
         log.info("partition %d: claimed changelog epoch %d", partition, epoch)

@@ -34,6 +34,7 @@ stops without writing anything, before Kafka has even told it that it lost its p
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 from collections.abc import Sequence
@@ -73,8 +74,14 @@ def record_epoch(headers: Sequence[tuple[str, bytes]] | None) -> int:
     return 0
 
 
+def fence_value(epoch: int) -> bytes:
+    """A claim: the epoch, then a random nonce, so that two workers claiming the same epoch
+    at once can tell whose claim the log accepted (the first one)."""
+    return _EPOCH.pack(epoch) + os.urandom(16)
+
+
 def fence_epoch(value: bytes | None) -> int:
-    return int(_EPOCH.unpack(value)[0]) if value is not None and len(value) == 8 else 0
+    return int(_EPOCH.unpack_from(value)[0]) if value is not None and len(value) >= 8 else 0
 
 
 def pack_tail(offset: int, epoch: int, key: bytes | None) -> bytes:

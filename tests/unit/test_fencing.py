@@ -24,6 +24,7 @@ from streams.fencing import (
     epoch_bytes,
     epoch_headers,
     fence_epoch,
+    fence_value,
     pack_tail,
     record_epoch,
     unpack_tail,
@@ -146,6 +147,20 @@ def test_the_accepted_history_equals_a_brute_force_replay(
         else:
             assert epochs.accept(HEAD + bytes([user]), b"v", epoch) == (epoch >= current)
     assert epochs.highest == max((e for _, e, _ in steps), default=0)
+
+
+def test_two_claims_of_the_same_epoch_only_the_first_counts(tmp_path: Path) -> None:
+    """Two workers that restored the same log both claim epoch 1; the log accepts the first
+    fence; the second worker sees a different accepted fence value and must stop."""
+    first, second = fence_value(1), fence_value(1)
+    assert first != second and fence_epoch(first) == fence_epoch(second) == 1
+    log = Log()
+    log.put(FENCE_KEY, first, 1)
+    log.put(FENCE_KEY, second, 1)
+    store = WindowStore(tmp_path / "s")
+    _restore(store, log.records)
+    assert store.get_meta(META_FENCE) == first
+    store.close()
 
 
 @pytest.mark.parametrize("key", [None, b"", HEAD + b"user"])
