@@ -87,6 +87,11 @@ class EmbeddedBroker:
         return self._log_path
 
     @property
+    def pid(self) -> int | None:
+        """The broker process's id (fault tests pause it with SIGSTOP)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -21,14 +21,17 @@ before the stores close) and exits non-zero.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 import sys
 import threading
+import time
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.serializers.codecs import Codec
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -44,6 +47,9 @@ log = logging.getLogger("lte.worker")
 COMMIT_INTERVAL_S = 0.5
 #: Batches buffered per partition between the fetcher and the actor.
 STREAM_BUFFER_BATCHES = 4
+#: Backoff of the sweeper after a transient broker error: doubling, capped.
+SWEEP_FIRST_BACKOFF_S = 0.2
+SWEEP_MAX_BACKOFF_S = 5.0
 
 
 class RecordBatchCodec(Codec):
@@ -193,18 +199,37 @@ def _add_tasks(app: LteApp, host: EngineHost) -> None:
 
     @app.task  # type: ignore[untyped-decorator]
     async def sweeper() -> None:
-        """Due-time sweep: windows slide by the clock even for silent users."""
+        """Due-time sweep: windows slide by the clock even for silent users. A transient
+        broker error (the broker paused, a leader moving) is retried with a growing backoff
+        and counted; anything else crashes the worker (crash-only)."""
         tick = 0
+        backoff = SWEEP_FIRST_BACKOFF_S
+        host.metrics.sweep_last_success.set(time.time())
         while not app.should_stop:
+            host.sweeper_heartbeat.beat()
             await every(settings.sweep_interval, host.sweep_wakeup)
             try:
                 await host.sweep()
-                tick += 1
-                if tick % 10 == 1:
-                    host.publish_state_bytes()
+            except KafkaError as exc:
+                host.metrics.task_retries.labels("sweeper").inc()
+                log.warning("sweep failed (%r); retrying in %.1fs", exc, backoff)
+                host.sweeper_heartbeat.beat()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, SWEEP_MAX_BACKOFF_S)
+                continue
             except Exception as exc:
                 await app.fail(exc)
                 raise
+            backoff = SWEEP_FIRST_BACKOFF_S
+            host.metrics.sweep_last_success.set(time.time())
+            tick += 1
+            if tick % 10 == 1:
+                host.publish_state_bytes()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def stall_ticker() -> None:
+        """Lets every write notice a freeze of the whole process (:class:`StallGuard`)."""
+        await host.stall_guard.run()
 
     @app.timer(COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def lag_probe() -> None:
@@ -239,8 +264,9 @@ def _add_views(app: LteApp, host: EngineHost) -> None:
 
     @app.page("/healthz")
     async def healthz(view: Any, request: Any) -> Any:
-        if host.fatal is not None:
-            return view.json({"status": "failed", "reason": str(host.fatal)}, status=503)
+        alive, reason = host.liveness()
+        if not alive:
+            return view.json({"status": "failed", "reason": reason}, status=503)
         return view.json({"status": "ok"})
 
     @app.page("/readyz")

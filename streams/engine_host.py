@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import build_encoder
 from lte_core.engine import WindowEngine
+from lte_runtime.crash_only import Heartbeat
 from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
 from lte_runtime.kafka.clients import batch_producer, reader_consumer
 from lte_runtime.kafka.consumer_lag import forget_consumer_lag, observe_consumer_lag
@@ -27,14 +29,26 @@ from lte_runtime.kafka.topics import TopicSpec, ensure_topics
 from streams.changelog import ChangelogRestorer
 from streams.clock import Clock
 from streams.errors import StateStoreError, StreamsError
+from streams.fencing import (
+    FENCE_KEY,
+    META_FENCE,
+    PartitionLostError,
+    StallGuard,
+    epoch_headers,
+    fence_epoch,
+    fence_value,
+)
 from streams.metrics import WorkerMetrics
-from streams.partition import PartitionProcessor
+from streams.partition import PartitionProcessor, WriterFence
 from streams.settings import WorkerSettings
 from streams.updates import UpdateBuilder
 from streams.validation import BatchValidator, RawRecord
-from streams.window_store import META, META_CONFIG, WindowStore
+from streams.window_store import META, META_CHANGELOG, META_CONFIG, WindowStore
 
 log = logging.getLogger("lte.worker")
+#: ``/healthz`` fails when the sweeper has not come round for this long (it beats while it
+#: retries too, so only a sweeper stuck in an await that never returns trips it).
+SWEEPER_STUCK_S = 120.0
 
 
 class WorkerFailedError(StreamsError):
@@ -73,6 +87,17 @@ class EngineHost:
         #: the first error that stopped the worker (its one-line reason at exit)
         self.fatal: BaseException | None = None
         self._failed = asyncio.Event()
+        # a freeze this long may have let the group give our partitions away: the session
+        # timeout less one heartbeat interval (the last heartbeat may precede the freeze)
+        session_s = settings.session_timeout_ms / 1000
+        self.stall_guard = StallGuard(session_s - max(1.0, session_s / 5))
+        self.sweeper_heartbeat = Heartbeat("the sweeper", SWEEPER_STUCK_S)
+
+    def liveness(self) -> tuple[bool, str]:
+        """``/healthz``: a fatal error, or a sweeper that stopped coming round, is dead."""
+        if self.fatal is not None:
+            return False, f"failed: {self.fatal}"
+        return self.sweeper_heartbeat.liveness()
 
     def readiness(self) -> tuple[bool, str]:
         if self.fatal is not None:
@@ -228,9 +253,8 @@ class EngineHost:
 
     async def _open(self, partition: int) -> PartitionProcessor:
         s = self.settings
-        store = WindowStore(
-            s.state_dir / f"{s.topics.interactions}-{partition}", wal=not s.changelog
-        )
+        path = s.state_dir / f"{s.topics.interactions}-{partition}"
+        store = WindowStore(path, wal=not s.changelog)
         stored = store.get_meta(META_CONFIG)
         if stored is not None and stored != self._config:
             store.close()
@@ -238,17 +262,21 @@ class EngineHost:
                 f"{store.path} was written with another configuration ({stored.decode()}); "
                 f"this worker has {self._config.decode()}. Use a fresh --state-dir."
             )
+        fence: WriterFence | None = None
         if s.changelog:
-            applied = await self.restorer.restore(store, partition)
-            self.metrics.restored_records.inc(applied)
-        if stored is None:
-            store.put_meta(META_CONFIG, self._config)
-            if s.changelog:
-                await self.sender.send(
-                    s.topics.changelog,
-                    [OutRecord(META + META_CONFIG, self._config)],
-                    partition=partition,
+            if not await self.restorer.tail_matches(store, partition):
+                log.warning(
+                    "partition %d: the local state is ahead of the changelog (its last record "
+                    "is not there); rebuilding it from the changelog",
+                    partition,
                 )
+                store.close()
+                shutil.rmtree(path)
+                store = WindowStore(path, wal=False)
+                stored = None
+            fence = await self._claim(store, partition)
+        elif stored is None:
+            store.put_meta(META_CONFIG, self._config)
         processor = PartitionProcessor(
             partition,
             store,
@@ -259,6 +287,7 @@ class EngineHost:
             sender=self.sender,
             metrics=self.metrics,
             clock=self.clock,
+            fence=fence,
         )
         if s.now is not None and processor.clock_high_water > s.now:
             log.warning(
@@ -270,6 +299,36 @@ class EngineHost:
                 processor.clock_high_water,
             )
         return processor
+
+    async def _claim(self, store: WindowStore, partition: int) -> WriterFence:
+        """Restore, append a fence with the next epoch (and the configuration, for a new
+        changelog), then restore up to it: records another writer slipped in before the fence
+        are accepted history and applied here too. A newer claim after ours means another
+        worker owns the partition now."""
+        s = self.settings
+        first = await self.restorer.restore(store, partition)
+        epoch = first.highest + 1
+        headers = epoch_headers(epoch)
+        fence = fence_value(epoch)
+        claim = [OutRecord(FENCE_KEY, fence, headers)]
+        if store.get_meta(META_CONFIG) is None:
+            store.put_meta(META_CONFIG, self._config)
+            claim.append(OutRecord(META + META_CONFIG, self._config, headers))
+        await self.sender.send(s.topics.changelog, claim, partition=partition)
+        second = await self.restorer.restore(store, partition)
+        self.metrics.restored_records.inc(first.applied + second.applied)
+        self.metrics.skipped_records.inc(first.skipped + second.skipped)
+        held = store.get_meta(META_FENCE)
+        if held != fence:
+            raise PartitionLostError(
+                f"partition {partition}: another worker claimed epoch {fence_epoch(held)} "
+                f"before or after this worker's claim of {epoch}; it owns the partition"
+            )
+        self.metrics.fence_epoch.labels(str(partition)).set(epoch)
+        log.info("partition %d: claimed changelog epoch %d", partition, epoch)
+        return WriterFence(
+            epoch, self.stall_guard, self.restorer, store.get_int(META_CHANGELOG) or -1
+        )
 
 
 async def every(interval: float, wakeup: asyncio.Event | None = None) -> None:

@@ -36,6 +36,11 @@ class WorkerMetrics(NamedTuple):
     restored_records: Counter
     clock: Gauge
     assigned_partitions: Gauge
+    zombie_records: Counter
+    skipped_records: Counter
+    fence_epoch: Gauge
+    task_retries: Counter
+    sweep_last_success: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -121,6 +126,35 @@ class WorkerMetrics(NamedTuple):
                 "Input partitions owned by this worker",
                 registry=registry,
             ),
+            zombie_records=Counter(
+                "lte_changelog_zombie_keys_total",
+                "Changelog keys an older epoch (a zombie) wrote after this worker's fence, "
+                "written again under this worker's epoch",
+                registry=registry,
+            ),
+            skipped_records=Counter(
+                "lte_changelog_skipped_records_total",
+                "Changelog records of an older epoch after a newer fence, skipped by restore",
+                registry=registry,
+            ),
+            fence_epoch=Gauge(
+                "lte_worker_fence_epoch",
+                "The changelog epoch this worker claimed for a partition",
+                ["partition"],
+                registry=registry,
+            ),
+            task_retries=Counter(
+                "lte_worker_task_retries_total",
+                "Transient broker errors a worker task retried after a backoff",
+                ["task"],
+                registry=registry,
+            ),
+            sweep_last_success=Gauge(
+                "lte_sweep_last_success_timestamp",
+                "Unix time of the sweeper's last complete pass over the owned partitions "
+                "(its start, before the first)",
+                registry=registry,
+            ),
         )
         for outcome in OUTCOMES:
             metrics.events.labels(outcome)
@@ -128,4 +162,6 @@ class WorkerMetrics(NamedTuple):
             metrics.updates.labels(trigger)
         for reason in Reason.ALL:
             metrics.dead_letters.labels(reason)
+        for task in ("sweeper",):
+            metrics.task_retries.labels(task)
         return metrics

@@ -12,6 +12,11 @@ repeat is harmless) and the state is rebuilt from the changelog, whose per-user
 ``last_offset`` makes every already-applied event a duplicate. A crash after 3 only
 redelivers events that are duplicates by the same rule. Nothing is applied twice and
 nothing is lost; an update may be delivered more than once.
+
+Every write first checks that this worker may still write (:class:`streams.fencing.StallGuard`)
+and ships its changelog records under its epoch; the offsets the broker returns must
+continue this writer's previous write, or the records in between are examined: a newer epoch
+stops the worker before its local commit (:mod:`streams.fencing`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +43,16 @@ from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
 from lte_runtime.kafka.dead_letter import DeadLetter
 from streams.clock import Clock
 from streams.fault_hook import crash_point
+from streams.fencing import (
+    FENCE_KEY,
+    META_TAIL,
+    PartitionLostError,
+    StallGuard,
+    epoch_headers,
+    fence_epoch,
+    pack_tail,
+    record_epoch,
+)
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.updates import NO_UPDATES, UpdateBatch, UpdateBuilder
@@ -47,12 +64,30 @@ from streams.window_store import (
     META_CLOCK,
     META_EVENTS,
     META_USERS,
+    ChangelogRecord,
     StoreWrite,
     WindowStore,
 )
 
 log = logging.getLogger(__name__)
 _CLOCK = CLOCK_FORMAT
+
+
+class RangeReader(Protocol):
+    async def read_range(self, partition: int, first: int, last: int | None) -> list[Any]: ...
+
+
+@dataclass
+class WriterFence:
+    """What this worker's writes to one changelog partition are checked against."""
+
+    epoch: int
+    guard: StallGuard
+    reader: RangeReader
+    #: the last changelog offset this writer knows to be in the accepted history
+    written: int
+    #: the guard's stall count when this writer last proved it still owns the partition
+    stalls_checked: int = 0
 
 
 class PartitionProcessor:
@@ -68,8 +103,10 @@ class PartitionProcessor:
         sender: BatchSender,
         metrics: WorkerMetrics,
         clock: Clock,
+        fence: WriterFence | None = None,
     ) -> None:
         self.partition = partition
+        self.fence = fence
         self.store = store
         self._settings = settings
         self._engine = engine
@@ -145,6 +182,7 @@ class PartitionProcessor:
         trigger: str,
     ) -> None:
         topics = self._settings.topics
+        await self._may_write()
         if dead:
             await self._sender.send(
                 topics.dead_letters,
@@ -156,6 +194,7 @@ class PartitionProcessor:
             self._metrics.updates.labels(trigger).inc(len(updates))
             self._metrics.update_delay.observe_many(np.maximum(0.0, emitted - updates.due_at))
             crash_point("after_updates")
+            await self._may_write()
         if now > self.clock_high_water:
             self.clock_high_water = now
             write.meta(META_CLOCK, _CLOCK.pack(now))
@@ -165,15 +204,95 @@ class PartitionProcessor:
         write.meta_int(META_USERS, self.users, shipped=ship)
         write.meta_int(META_EVENTS, self.events, shipped=ship)
         if self._settings.changelog and write.changelog:
-            last = await self._sender.send(
-                topics.changelog, write.changelog, partition=self.partition
-            )
-            write.meta_int(META_CHANGELOG, last[self.partition])
+            await self._ship(write)
             crash_point("after_changelog")
         self._metrics.state_writes.inc(write.batch.len())
         write.commit()
         crash_point("after_local_write")
         self._publish_state_gauges()
+
+    async def _may_write(self) -> None:
+        """After a freeze of the process, prove nobody fenced this writer meanwhile."""
+        fence = self.fence
+        if fence is None:
+            return
+        stalls = fence.guard.stalls()
+        if stalls == fence.stalls_checked:
+            return
+        log.warning(
+            "partition %d: this worker was frozen for %.1fs (the group may have moved its "
+            "partitions); checking the changelog before writing",
+            self.partition,
+            fence.guard.longest,
+        )
+        await self._foreign_keys(fence, fence.written + 1, None)
+        fence.stalls_checked = stalls
+
+    async def _ship(self, write: StoreWrite) -> None:
+        """Produce the batch's changelog records under this writer's epoch and prove that
+        nobody else wrote in between (see :mod:`streams.fencing`)."""
+        topic = self._settings.topics.changelog
+        fence = self.fence
+        if fence is None:
+            sent = await self._sender.send(topic, write.changelog, partition=self.partition)
+            write.meta_int(META_CHANGELOG, sent[self.partition])
+            return
+        headers = epoch_headers(fence.epoch)
+        records = [OutRecord(k, v, headers) for k, v in write.changelog]
+        last = (await self._sender.send(topic, records, partition=self.partition))[self.partition]
+        tail_key = records[-1].key
+        if last != fence.written + len(records):
+            repair = await self._examine_gap(fence, fence.written + 1, last, write.changelog)
+            if repair:
+                last = (await self._sender.send(topic, repair, partition=self.partition))[
+                    self.partition
+                ]
+                tail_key = repair[-1].key
+        fence.written = last
+        write.meta_int(META_CHANGELOG, last)
+        write.meta(META_TAIL, pack_tail(last, fence.epoch, tail_key))
+
+    async def _examine_gap(
+        self, fence: WriterFence, first: int, last: int, pending: Sequence[ChangelogRecord]
+    ) -> list[OutRecord]:
+        """Records between this writer's previous write and its latest: raise when a newer
+        epoch wrote there; return the records that re-assert, under this epoch, every key a
+        zombie (older epoch) touched, so compaction cannot keep the zombie's value."""
+        stale = await self._foreign_keys(fence, first, last)
+        if not stale:
+            return []  # only this writer's own records (a retried send wrote some twice)
+        log.warning(
+            "partition %d: %d changelog keys written by an older epoch after this worker's "
+            "fence; ignored by restore, written again under epoch %d",
+            self.partition,
+            len(stale),
+            fence.epoch,
+        )
+        self._metrics.zombie_records.inc(len(stale))
+        values = dict(pending)
+        headers = epoch_headers(fence.epoch)
+        return [
+            OutRecord(key, values[key] if key in values else self.store.get_raw(key), headers)
+            for key in sorted(stale)
+        ]
+
+    async def _foreign_keys(self, fence: WriterFence, first: int, last: int | None) -> set[bytes]:
+        """Keys an older epoch wrote at offsets ``first..last`` (or the end); raises
+        :class:`PartitionLostError` when a newer epoch wrote there."""
+        stale: set[bytes] = set()
+        for record in await fence.reader.read_range(self.partition, first, last):
+            epoch = record_epoch(record.headers)
+            if record.key == FENCE_KEY:
+                epoch = max(epoch, fence_epoch(record.value))
+            if epoch > fence.epoch:
+                raise PartitionLostError(
+                    f"partition {self.partition}: epoch {epoch} wrote to the changelog at "
+                    f"offset {record.offset}, after this worker's epoch {fence.epoch}; this "
+                    "worker lost the partition and stops before committing locally"
+                )
+            if epoch < fence.epoch and record.key is not None and record.key != FENCE_KEY:
+                stale.add(record.key)
+        return stale
 
     def _account(self, result: EngineResult) -> None:
         self.users += result.users_delta
@@ -195,6 +314,7 @@ class PartitionProcessor:
             self._metrics.state_users,
             self._metrics.state_events,
             self._metrics.state_bytes,
+            self._metrics.fence_epoch,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(self._label)

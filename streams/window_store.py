@@ -165,6 +165,10 @@ class WindowStore:
         raw = self.get_meta(name)
         return None if raw is None else int.from_bytes(raw, "big", signed=True)
 
+    def get_raw(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
     def put_meta(self, name: bytes, value: bytes) -> None:
         self._db.put(META + name, value, self._write_options)
 

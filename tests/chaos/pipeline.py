@@ -113,27 +113,33 @@ class Pipeline:
             "changelog": f"changelog-{self.name}",
         }
 
-    def worker(self, now: float, *extra: str, state: str = "state") -> LteProcess:
-        """``lte worker`` with a frozen clock at ``now``."""
-        process = LteProcess(
-            [
-                *worker_args(
-                    self.broker.bootstrap,
-                    self.basis_dir,
-                    window=f"{WINDOW_DAYS}d",
-                    lag=f"{LAG_DAYS}d",
-                    bucket="1d",
-                    now=now,
-                    state_dir=self.tmp / state,
-                    topics=self.topics,
-                    group=f"w-{self.name}",
-                    sweep_interval=0.1,
-                ),
-                *extra,
-            ],
-            self.tmp,
-            "worker",
+    def worker(
+        self,
+        now: float,
+        *extra: str,
+        state: str = "state",
+        speed: float | None = None,
+        anchor: float | None = None,
+    ) -> LteProcess:
+        """``lte worker`` with a frozen clock at ``now``, or a live one that shows ``now`` at
+        wall time ``anchor`` and runs ``speed`` times faster than the wall clock."""
+        args = worker_args(
+            self.broker.bootstrap,
+            self.basis_dir,
+            window=f"{WINDOW_DAYS}d",
+            lag=f"{LAG_DAYS}d",
+            bucket="1d",
+            now=now,
+            state_dir=self.tmp / state,
+            topics=self.topics,
+            group=f"w-{self.name}",
+            sweep_interval=0.1,
         )
+        if speed is not None:
+            at = args.index("--now")
+            live = ["--clock-start", repr(now), "--clock-speed", repr(speed)]
+            args[at : at + 2] = [*live, "--clock-anchor", repr(anchor)]
+        process = LteProcess([*args, *extra], self.tmp, "worker")
         self.started.append(process)
         return process.start()
 

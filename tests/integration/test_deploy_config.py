@@ -82,7 +82,7 @@ def test_promtool_accepts_the_prometheus_config_and_rules() -> None:
         check=False,
     )
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "7 rules found" in rules.stdout
+    assert "8 rules found" in rules.stdout
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
