@@ -28,7 +28,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
@@ -36,7 +36,7 @@ from faust.serializers.codecs import Codec
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from lte_runtime.kafka.settings import KafkaSettings
-from streams.batch_transport import check_faust
+from streams.batch_transport import BatchConsumer, check_faust
 from streams.engine_host import EngineHost, WorkerFailedError, every
 from streams.fault_hook import crash_point
 from streams.settings import WorkerSettings
@@ -81,10 +81,11 @@ class LteApp(faust.App):
 
     async def fail(self, exc: BaseException) -> None:
         """Crash-only: remember the first error and bring the whole worker down. Batches in
-        flight will never be acked: Faust must not wait for them while it stops."""
+        flight will never be acked and nothing more is committed: Faust's orderly stop must
+        wait for neither (:meth:`BatchConsumer.abandon`)."""
         first = self.host.fatal is None
         self.host.failed(exc)
-        self.consumer.unacked.clear()
+        cast(BatchConsumer, self.consumer).abandon()
         if first:
             log.error("worker failed: %s", exc)
             _exit_unless_stopped_within(CRASH_STOP_GRACE_S, exc)
@@ -97,8 +98,10 @@ CRASH_STOP_GRACE_S = 20.0
 
 def _exit_unless_stopped_within(seconds: float, exc: BaseException) -> None:
     """Crash-only, whatever Faust's shutdown does: after a fatal error the process exits 1
-    within ``seconds`` even if an orderly stop hangs (seen: Faust waiting on a stream whose
-    partition was mid-rebalance). Abandoning the stop is safe by construction: every local
+    within ``seconds`` even if an orderly stop hangs. A backstop, not the expected path: the
+    hangs seen (Faust's stop committing and re-subscribing through a consumer thread that
+    had already stopped with the crash) are prevented by :meth:`BatchConsumer.abandon`, and
+    a test fails if this fires. Abandoning the stop is safe by construction: every local
     write is one atomic batch made after the changelog acknowledged it, and nothing in flight
     was acked, so a restart redoes exactly what was not finished. A timer thread, not a
     task, so that a blocked event loop cannot hold it back."""

@@ -107,7 +107,40 @@ def batch_message(tp: Any, records: list[Any], first_offset: int, generation: in
     return message
 
 
+class ConsumerAbandonedError(RuntimeError):
+    """A call into the consumer thread after the worker failed: it will never be answered."""
+
+
 class BatchConsumerThread(driver.AIOKafkaConsumerThread):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: calls waiting for the consumer thread's answer
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._abandoned = False
+        super().__init__(*args, **kwargs)
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+        """Mode's call into the consumer thread, except that it cannot wait forever: once
+        the worker has failed (:meth:`BatchConsumer.abandon`) the thread may already be
+        gone, so every pending and later call fails at once instead."""
+        if self._abandoned:
+            raise ConsumerAbandonedError("the worker failed; the consumer is stopping")
+        promise = await self.method_queue.call(
+            self.parent_loop.create_future(), fun, *args, **kwargs
+        )
+        self._pending.add(promise)
+        try:
+            return await promise
+        finally:
+            self._pending.discard(promise)
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        for promise in self._pending:
+            if not promise.done():
+                promise.set_exception(
+                    ConsumerAbandonedError("the worker failed; the consumer is stopping")
+                )
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its fetcher
@@ -127,7 +160,25 @@ class BatchConsumer(driver.Consumer):
         self._origin: dict[Any, int] = {}
         #: per partition, the offset after the last delivered record
         self._next_offset: dict[Any, int] = {}
+        self._abandoned = False
         super().__init__(*args, **kwargs)
+
+    def abandon(self) -> None:
+        """After a fatal error: commit nothing more, wait for no batch in flight, and let
+        no call wait on the consumer thread.
+
+        The process is going down and a restart redoes whatever was not committed (local
+        writes follow the changelog), so a last commit gains nothing; and it can wait
+        forever: the consumer thread stops with the crash, while Faust's orderly stop still
+        commits and re-subscribes through it (seen when the failure lands while partitions
+        are being assigned) and mode's ``call_thread`` then never returns."""
+        self._abandoned = True
+        self.unacked.clear()
+        cast(BatchConsumerThread, self._thread).abandon()
+
+    async def subscribe(self, topics: Any) -> None:
+        if not self._abandoned:  # Faust's conductor re-subscribes while it stops
+            await super().subscribe(topics)
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -265,6 +316,8 @@ class BatchConsumer(driver.Consumer):
         return end if end > start else None
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        if self._abandoned:
+            return False
         ok = bool(await super()._commit(offsets))
         if not ok:
             log.warning(
