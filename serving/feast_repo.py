@@ -114,7 +114,10 @@ def ledger_location(
     tls = options.get("ssl", "").lower() == "true"
     if redis_type == "redis_cluster":
         return RedisClusterLocation(
-            tuple(nodes), options.get("username"), options.get("password"), tls
+            tuple(nodes),
+            username=options.get("username"),
+            password=options.get("password"),
+            tls=tls,
         )
     if redis_type != "redis":
         raise FeastRepoError(
@@ -125,9 +128,9 @@ def ledger_location(
         host,
         port,
         int(options.get("db", "0")),
-        options.get("username"),
-        options.get("password"),
-        tls,
+        username=options.get("username"),
+        password=options.get("password"),
+        tls=tls,
     )
 
 

@@ -26,21 +26,31 @@ from serving.online_store import OnlineStore
 _REDIS_PARAMS = ("socket_timeout", "max_connections")
 
 
-@dataclass(frozen=True, slots=True)
-class RedisLocation:
-    host: str
-    port: int = 6379
-    db: int = 0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisConnection:
+    """How to connect to Redis, whether one server or a cluster: the query parameters and
+    credentials both URL forms share. The password never appears in a repr or a log."""
+
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     socket_timeout: float = 5.0
     max_connections: int = 64
 
-    def describe(self) -> str:
+    def _described(self, kind: str, where: str) -> str:
+        """The URL with the password masked; ``kind`` is what follows ``redis``/``rediss``."""
         auth = f"{self.username or ''}:***@" if self.password else ""
-        scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+        return f"redis{'s' if self.tls else ''}{kind}://{auth}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLocation(RedisConnection):
+    host: str
+    port: int = 6379
+    db: int = 0
+
+    def describe(self) -> str:
+        return self._described("", f"{self.host}:{self.port}/{self.db}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +62,11 @@ class RocksDBLocation:
 
 
 @dataclass(frozen=True, slots=True)
-class RedisClusterLocation:
+class RedisClusterLocation(RedisConnection):
     nodes: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    socket_timeout: float = 5.0
-    max_connections: int = 64
 
     def describe(self) -> str:
-        auth = f"{self.username or ''}:***@" if self.password else ""
-        scheme = "rediss+cluster" if self.tls else "redis+cluster"
-        return f"{scheme}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}"
+        return self._described("+cluster", ",".join(f"{h}:{p}" for h, p in self.nodes))
 
 
 @dataclass(frozen=True, slots=True)

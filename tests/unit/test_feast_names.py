@@ -39,7 +39,11 @@ def test_feast_connection_strings() -> None:
 def test_the_ledger_is_the_redis_feast_writes_to() -> None:
     assert ledger_location("redis", "cache:6380,db=2") == RedisLocation("cache", 6380, 2)
     assert ledger_location("redis", "cache:6380,db=2,password=pw,ssl=true") == RedisLocation(
-        "cache", 6380, 2, None, "pw", True
+        "cache",
+        6380,
+        2,
+        password="pw",  # noqa: S106
+        tls=True,
     )
     assert ledger_location("redis_cluster", "a:7000,b:7001") == RedisClusterLocation(
         (("a", 7000), ("b", 7001))

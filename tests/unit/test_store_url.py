@@ -19,7 +19,16 @@ def test_redis_urls() -> None:
     assert parse_store_url("redis://cache:6380/2") == RedisLocation("cache", 6380, 2)
     assert parse_store_url("redis://cache") == RedisLocation("cache", 6379, 0)
     loc = parse_store_url("rediss://lte:p%40ss@cache:6390/1?socket_timeout=0.5&max_connections=8")
-    assert loc == RedisLocation("cache", 6390, 1, "lte", "p@ss", True, 0.5, 8)
+    assert loc == RedisLocation(
+        "cache",
+        6390,
+        1,
+        username="lte",
+        password="p@ss",  # noqa: S106
+        tls=True,
+        socket_timeout=0.5,
+        max_connections=8,
+    )
 
 
 def test_the_password_never_shows() -> None:
@@ -64,7 +73,13 @@ def test_redis_cluster_urls() -> None:
     loc = parse_store_url("redis+cluster://a:7000,b:7001,[::1]:7002")
     assert loc == RedisClusterLocation((("a", 7000), ("b", 7001), ("::1", 7002)))
     loc = parse_store_url("rediss+cluster://lte:p%40ss@a,b:7001/0?socket_timeout=0.5")
-    assert loc == RedisClusterLocation((("a", 6379), ("b", 7001)), "lte", "p@ss", True, 0.5)
+    assert loc == RedisClusterLocation(
+        (("a", 6379), ("b", 7001)),
+        username="lte",
+        password="p@ss",  # noqa: S106
+        tls=True,
+        socket_timeout=0.5,
+    )
     assert "p@ss" not in repr(loc) and "p@ss" not in loc.describe()
     assert loc.describe() == "rediss+cluster://lte:***@a:6379,b:7001"
 
