@@ -17,6 +17,8 @@ not change, only its constant (about three times the float operations).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -44,32 +46,81 @@ def dd_add(a_hi: F64, a_lo: F64, b_hi: F64, b_lo: F64) -> tuple[F64, F64]:
     return hi, lo
 
 
+#: Elements (rows x columns) of one block of :func:`segment_sums`: its scratch arrays
+#: stay in cache and are reused, instead of event-sized temporaries per tree level.
+BLOCK_ELEMENTS = 1 << 16
+
+
 def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
     """Per segment (rows ``starts[j]:starts[j+1]`` of ``terms``), the sum as ``(hi, lo)``.
 
-    A pairwise tree of :func:`dd_add` inside each segment: ``log2(longest segment)`` numpy
-    passes over all rows, so a batch with one very busy user costs a few more passes, not a
-    Python loop per event. ``np.add.reduceat`` would round every addition once more
-    (float64), which is exactly the cancellation this module exists to avoid.
+    A pairwise tree of :func:`dd_add` inside each segment: at each level neighbours
+    ``(0, 1), (2, 3), ...`` are added and a lone last row is carried up, so the error stays
+    that of ``log2(length)`` additions. ``np.add.reduceat`` would round every addition once
+    more (float64), which is exactly the cancellation this module exists to avoid.
+
+    How (the arithmetic above, laid out for numpy): segments are grouped by
+    ``k = ceil(log2(length))`` and each group is cut into blocks of about
+    :data:`BLOCK_ELEMENTS`, laid out position-major ``(2^k, segments, columns)`` and
+    padded with zeros after each segment's last row, so every tree level is a few
+    contiguous elementwise passes over cache-sized scratch. Adding ``(0, 0)`` to a
+    normalised pair returns it unchanged, so a padded row is the carried lone row; the
+    first level adds pairs whose low parts are zero, where :func:`dd_add` is
+    :func:`two_sum` exactly. A batch with one very busy user costs a few more passes over
+    a small group, not a Python loop per event.
     """
-    n = terms.shape[0]
+    return _segment_sums(lambda rows: terms[rows], terms.shape[0], terms.shape[1:], starts)
+
+
+def weighted_segment_sums(
+    weights: F64, table: npt.NDArray[np.float32] | F64, rows: I64, starts: I64
+) -> tuple[F64, F64]:
+    """:func:`segment_sums` of the terms ``(weights[i]·table[rows[i]], weights[i])`` (a
+    weighted sum of vectors and the sum of its weights), without materialising the terms:
+    each block multiplies its own rows (in float64; a float32 times float32 product is
+    exact there)."""
+    d = table.shape[1]
+
+    def terms(at: I64) -> F64:
+        out = np.empty((len(at), d + 1), dtype=np.float64)
+        w = weights[at]
+        np.multiply(w[:, None], table[rows[at]], out=out[:, :d])
+        out[:, d] = w
+        return out
+
+    return _segment_sums(terms, len(weights), (d + 1,), starts)
+
+
+def _segment_sums(
+    terms: Callable[[I64], F64], n: int, columns: tuple[int, ...], starts: I64
+) -> tuple[F64, F64]:
     starts = np.asarray(starts, dtype=np.int64)
-    seg = np.zeros(n, dtype=np.int64)
-    if len(starts) > 1:
-        seg[starts[1:]] = 1
-    seg = np.cumsum(seg)
-    hi = terms.astype(np.float64, copy=True)
-    lo = np.zeros_like(hi)
-    while len(seg) and (len(seg) > len(starts)):
-        first = np.r_[True, seg[1:] != seg[:-1]]
-        pos = np.arange(len(seg)) - np.maximum.accumulate(np.where(first, np.arange(len(seg)), 0))
-        has_next = np.r_[seg[1:] == seg[:-1], False]
-        left = (pos % 2 == 0) & has_next
-        lone = (pos % 2 == 0) & ~has_next
-        li = np.flatnonzero(left)
-        keep = np.sort(np.concatenate([li, np.flatnonzero(lone)]))
-        new_hi, new_lo = hi[keep].copy(), lo[keep].copy()
-        at = np.searchsorted(keep, li)
-        new_hi[at], new_lo[at] = dd_add(hi[li], lo[li], hi[li + 1], lo[li + 1])
-        hi, lo, seg = new_hi, new_lo, seg[keep]
-    return hi, lo
+    hi_out = np.zeros((len(starts), *columns), dtype=np.float64)
+    lo_out = np.zeros_like(hi_out)
+    if n == 0:
+        return hi_out, lo_out
+    lengths = np.diff(np.r_[starts, n])
+    levels = np.zeros(len(starts), dtype=np.int64)
+    longer = lengths > 1
+    levels[longer] = np.ceil(np.log2(lengths[longer])).astype(np.int64)
+    # float log2 is exact at powers of two; fix any off-by-one rounding elsewhere
+    levels[longer] += (np.int64(1) << levels[longer]) < lengths[longer]
+    single = levels == 0
+    hi_out[single] = terms(starts[single])
+    per_row = max(1, int(np.prod(columns, dtype=np.int64)))
+    for k in np.unique(levels[~single]).tolist():
+        group = np.flatnonzero(levels == k)
+        width = 1 << k
+        step = max(1, BLOCK_ELEMENTS // (width * per_row))
+        for first in range(0, len(group), step):
+            block = group[first : first + step]
+            position = np.arange(width, dtype=np.int64)[:, None]
+            real = position < lengths[block][None, :]
+            x = np.zeros((width, len(block), *columns), dtype=np.float64)
+            x[real] = terms((starts[block][None, :] + position)[real])
+            # level 1: the low parts are zero, so the sum of a pair is its two_sum
+            hi, lo = two_sum(x[0::2], x[1::2])
+            while hi.shape[0] > 1:
+                hi, lo = dd_add(hi[0::2], lo[0::2], hi[1::2], lo[1::2])
+            hi_out[block], lo_out[block] = hi[0], lo[0]
+    return hi_out, lo_out
