@@ -17,6 +17,7 @@ not change, only its constant (about three times the float operations).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -26,29 +27,51 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-def two_sum(a: F64, b: F64) -> tuple[F64, F64]:
-    """``s + e == a + b`` exactly, with ``s = fl(a + b)`` (Knuth; no ordering needed)."""
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
+def two_sum(a: F64, b: F64, out: tuple[F64, F64, F64] | None = None) -> tuple[F64, F64]:
+    """``s + e == a + b`` exactly, with ``s = fl(a + b)`` (Knuth; no ordering needed).
+
+    ``out = (s, e, scratch)``: arrays of the result's shape to compute in, so a caller in a
+    loop allocates nothing (large temporaries cost more than the arithmetic here)."""
+    s, e, t = out if out is not None else _scratch(a, b, 3)
+    np.add(a, b, out=s)
+    np.subtract(s, a, out=t)  # bb = s - a
+    np.subtract(b, t, out=e)  # b - bb
+    np.subtract(s, t, out=t)  # s - bb
+    np.subtract(a, t, out=t)  # a - (s - bb)
+    np.add(t, e, out=e)
     return s, e
 
 
-def dd_add(a_hi: F64, a_lo: F64, b_hi: F64, b_lo: F64) -> tuple[F64, F64]:
+def dd_add(
+    a_hi: F64,
+    a_lo: F64,
+    b_hi: F64,
+    b_lo: F64,
+    out: tuple[F64, F64, F64, F64, F64] | None = None,
+) -> tuple[F64, F64]:
     """``(a_hi + a_lo) + (b_hi + b_lo)`` as a normalised pair ``(hi, lo)``, ``|lo| <= u·|hi|``.
 
     When ``a_hi`` and ``b_hi`` cancel, ``two_sum`` returns their exact difference, so the
-    residue is only the rounding of ``a_lo + b_lo`` (≈ u²·|a|)."""
-    s, e = two_sum(a_hi, b_hi)
-    e = e + (a_lo + b_lo)
-    hi = s + e
-    lo = e - (hi - s)
+    residue is only the rounding of ``a_lo + b_lo`` (≈ u²·|a|). ``out = (hi, lo, three
+    scratch arrays)``, all of the result's shape, none of them an input."""
+    hi, lo, s, e, t = out if out is not None else _scratch(a_hi, b_hi, 5)
+    two_sum(a_hi, b_hi, (s, e, t))
+    np.add(a_lo, b_lo, out=t)
+    np.add(e, t, out=e)  # e + (a_lo + b_lo)
+    np.add(s, e, out=hi)
+    np.subtract(hi, s, out=t)
+    np.subtract(e, t, out=lo)  # e - (hi - s)
     return hi, lo
+
+
+def _scratch(a: F64, b: F64, count: int) -> tuple[F64, ...]:
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    return tuple(np.empty(shape, dtype=np.float64) for _ in range(count))
 
 
 #: Elements (rows x columns) of one block of :func:`segment_sums`: its scratch arrays
 #: stay in cache and are reused, instead of event-sized temporaries per tree level.
-BLOCK_ELEMENTS = 1 << 16
+BLOCK_ELEMENTS = 1 << 18
 
 
 def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
@@ -108,6 +131,10 @@ def _segment_sums(
     single = levels == 0
     hi_out[single] = terms(starts[single])
     per_row = max(1, int(np.prod(columns, dtype=np.int64)))
+    # scratch for the tree levels, reused by every block: level 1 writes pair A, level 2
+    # pair B, level 3 pair A again, ... (each level reads only the previous one)
+    widest = (1 << int(levels.max())) * per_row
+    scratch = np.empty((7, max(BLOCK_ELEMENTS, widest) // 2), dtype=np.float64)
     for k in np.unique(levels[~single]).tolist():
         group = np.flatnonzero(levels == k)
         width = 1 << k
@@ -118,9 +145,27 @@ def _segment_sums(
             real = position < lengths[block][None, :]
             x = np.zeros((width, len(block), *columns), dtype=np.float64)
             x[real] = terms((starts[block][None, :] + position)[real])
-            # level 1: the low parts are zero, so the sum of a pair is its two_sum
-            hi, lo = two_sum(x[0::2], x[1::2])
-            while hi.shape[0] > 1:
-                hi, lo = dd_add(hi[0::2], lo[0::2], hi[1::2], lo[1::2])
-            hi_out[block], lo_out[block] = hi[0], lo[0]
+            hi_out[block], lo_out[block] = _tree(x, scratch)
     return hi_out, lo_out
+
+
+def _tree(x: F64, scratch: F64) -> tuple[F64, F64]:
+    """The pairwise double-double sum of ``x`` along its first axis (a power of two)."""
+
+    inner = x.shape[1:]
+    per_row = math.prod(inner)
+
+    def views(rows: int, *at: int) -> tuple[F64, ...]:
+        return tuple(scratch[i, : rows * per_row].reshape(rows, *inner) for i in at)
+
+    rows = x.shape[0] // 2
+    # level 1: the low parts are zero, so the sum of a pair is its two_sum
+    hi, lo, t = views(rows, 0, 1, 6)
+    two_sum(x[0::2], x[1::2], (hi, lo, t))
+    pair = (2, 3)
+    while rows > 1:
+        rows //= 2
+        out = views(rows, *pair, 4, 5, 6)
+        hi, lo = dd_add(hi[0::2], lo[0::2], hi[1::2], lo[1::2], out)  # type: ignore[arg-type]
+        pair = (0, 1) if pair == (2, 3) else (2, 3)
+    return hi[0], lo[0]
