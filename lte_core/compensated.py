@@ -92,7 +92,17 @@ def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
     :func:`two_sum` exactly. A batch with one very busy user costs a few more passes over
     a small group, not a Python loop per event.
     """
-    return _segment_sums(lambda rows: terms[rows], terms.shape[0], terms.shape[1:], starts)
+
+    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
+        x[...] = 0.0
+        x[real] = terms[at[real]]
+
+    return _segment_sums(fill, terms.shape[0], terms.shape[1:], starts)
+
+
+#: ``fill(x, at, real)`` writes into ``x`` (``at.shape + columns``) the terms of rows
+#: ``at`` where ``real``, and zeros (of either sign) elsewhere.
+Fill = Callable[[F64, I64, npt.NDArray[np.bool_]], None]
 
 
 def weighted_segment_sums(
@@ -100,23 +110,21 @@ def weighted_segment_sums(
 ) -> tuple[F64, F64]:
     """:func:`segment_sums` of the terms ``(weights[i]·table[rows[i]], weights[i])`` (a
     weighted sum of vectors and the sum of its weights), without materialising the terms:
-    each block multiplies its own rows (in float64; a float32 times float32 product is
-    exact there)."""
+    each block multiplies its own rows into its scratch (in float64, where a float32 times
+    float32 product is exact), padding rows with weight zero."""
     d = table.shape[1]
+    last = len(weights) - 1
 
-    def terms(at: I64) -> F64:
-        out = np.empty((len(at), d + 1), dtype=np.float64)
-        w = weights[at]
-        np.multiply(w[:, None], table[rows[at]], out=out[:, :d])
-        out[:, d] = w
-        return out
+    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
+        at = np.minimum(at, last)
+        w = np.where(real, weights[at], 0.0)
+        np.multiply(w[..., None], table[rows[at]], out=x[..., :d])
+        x[..., d] = w
 
-    return _segment_sums(terms, len(weights), (d + 1,), starts)
+    return _segment_sums(fill, len(weights), (d + 1,), starts)
 
 
-def _segment_sums(
-    terms: Callable[[I64], F64], n: int, columns: tuple[int, ...], starts: I64
-) -> tuple[F64, F64]:
+def _segment_sums(fill: Fill, n: int, columns: tuple[int, ...], starts: I64) -> tuple[F64, F64]:
     starts = np.asarray(starts, dtype=np.int64)
     hi_out = np.zeros((len(starts), *columns), dtype=np.float64)
     lo_out = np.zeros_like(hi_out)
@@ -128,14 +136,18 @@ def _segment_sums(
     levels[longer] = np.ceil(np.log2(lengths[longer])).astype(np.int64)
     # float log2 is exact at powers of two; fix any off-by-one rounding elsewhere
     levels[longer] += (np.int64(1) << levels[longer]) < lengths[longer]
-    single = levels == 0
-    hi_out[single] = terms(starts[single])
-    per_row = max(1, int(np.prod(columns, dtype=np.int64)))
+    single = np.flatnonzero(levels == 0)
+    if len(single):
+        x = np.empty((1, len(single), *columns), dtype=np.float64)
+        fill(x, starts[single][None, :], np.ones((1, len(single)), dtype=np.bool_))
+        hi_out[single] = x[0]
+    per_row = max(1, math.prod(columns))
     # scratch for the tree levels, reused by every block: level 1 writes pair A, level 2
     # pair B, level 3 pair A again, ... (each level reads only the previous one)
     widest = (1 << int(levels.max())) * per_row
     scratch = np.empty((7, max(BLOCK_ELEMENTS, widest) // 2), dtype=np.float64)
-    for k in np.unique(levels[~single]).tolist():
+    terms = np.empty(max(BLOCK_ELEMENTS, widest), dtype=np.float64)
+    for k in np.unique(levels[levels > 0]).tolist():
         group = np.flatnonzero(levels == k)
         width = 1 << k
         step = max(1, BLOCK_ELEMENTS // (width * per_row))
@@ -143,8 +155,8 @@ def _segment_sums(
             block = group[first : first + step]
             position = np.arange(width, dtype=np.int64)[:, None]
             real = position < lengths[block][None, :]
-            x = np.zeros((width, len(block), *columns), dtype=np.float64)
-            x[real] = terms((starts[block][None, :] + position)[real])
+            x = terms[: width * len(block) * per_row].reshape(width, len(block), *columns)
+            fill(x, starts[block][None, :] + position, real)
             hi_out[block], lo_out[block] = _tree(x, scratch)
     return hi_out, lo_out
 

@@ -225,3 +225,28 @@ def test_segment_sums_are_the_pairwise_tree_of_each_segment_bit_for_bit(
         want_hi, want_lo = tree_sum(rows)
         np.testing.assert_array_equal(hi[j], want_hi)
         np.testing.assert_array_equal(lo[j], want_lo)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    d=st.integers(1, 4),
+    block=st.sampled_from([1, 16, 1 << 18]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_weighted_segment_sums_equal_the_sums_of_the_materialised_terms(
+    lengths: list[int], d: int, block: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    table = rng.standard_normal((5, d)).astype(np.float32)
+    rows = rng.integers(0, 5, n).astype(np.int64)
+    w = np.array([f32(10.0**e) for e in rng.uniform(-6, 6, n)]) * rng.choice([-1.0, 1.0], n)
+    terms = np.concatenate([w[:, None] * table[rows], w[:, None]], axis=1)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compensated, "BLOCK_ELEMENTS", block)
+        got = compensated.weighted_segment_sums(w, table, rows, starts)
+        want = compensated.segment_sums(terms, starts)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
