@@ -24,8 +24,22 @@ users and run on two threads. Each event is read once when it enters and once wh
 leaves, whatever the number of pairs. The threads run exactly the calls one thread would,
 so they change no bit of the answers.
 
-The log index costs 16 bytes per event, the users' state one head each (O(d)); ids are
-factorised by hashing (packed into integers when short), not by sorting strings.
+The users' state is one head each (O(d)), held as arrays and handed to
+:meth:`~lte_core.engine.WindowEngine.advance` -- the engine's whole arithmetic, which the
+worker's :meth:`~lte_core.engine.WindowEngine.process` runs between decoding and encoding
+its stored heads -- so no head is ever turned into bytes here. Ids are factorised by
+hashing (packed into integers when short), not by sorting strings.
+
+Why the log index (16 bytes per event) is still there. Each user's clock moves in its own
+steps and a step reads that user's events between two buckets; in a log in file order
+they are scattered, so the reads need a per-user order of the events: this index. It
+could go: with the log in time order, one sweep of a common clock over the sorted pairs
+(one cursor where events enter the window, one where they leave) knows every step's
+moving events as two slices of the log, and a reader could serve the engine's reads of
+just the users in them from those slices -- but the heads' ``oldest`` / ``pending_min``
+(which tell the engine what to read) would then have to come from the slices instead of
+the index. That pass is not built; until it is, memory is O(events) for the index plus
+O(users·d) for the heads.
 """
 
 from __future__ import annotations
