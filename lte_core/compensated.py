@@ -113,12 +113,14 @@ def weighted_segment_sums(
     each block multiplies its own rows into its scratch (in float64, where a float32 times
     float32 product is exact), padding rows with weight zero."""
     d = table.shape[1]
-    last = len(weights) - 1
 
     def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
-        at = np.minimum(at, last)
-        w = np.where(real, weights[at], 0.0)
-        np.multiply(w[..., None], table[rows[at]], out=x[..., :d])
+        # padding slots read a clipped row and get weight zero (take: about twice as fast
+        # as fancy indexing here)
+        w = np.take(weights, at, mode="clip")
+        w[~real] = 0.0
+        vectors = np.take(table, np.take(rows, at, mode="clip"), axis=0)
+        np.multiply(w[..., None], vectors, out=x[..., :d])
         x[..., d] = w
 
     return _segment_sums(fill, len(weights), (d + 1,), starts)
