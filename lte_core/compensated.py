@@ -17,6 +17,9 @@ not change, only its constant (about three times the float operations).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -24,52 +27,159 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-def two_sum(a: F64, b: F64) -> tuple[F64, F64]:
-    """``s + e == a + b`` exactly, with ``s = fl(a + b)`` (Knuth; no ordering needed)."""
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
+def two_sum(a: F64, b: F64, out: tuple[F64, F64, F64] | None = None) -> tuple[F64, F64]:
+    """``s + e == a + b`` exactly, with ``s = fl(a + b)`` (Knuth; no ordering needed).
+
+    ``out = (s, e, scratch)``: arrays of the result's shape to compute in, so a caller in a
+    loop allocates nothing (large temporaries cost more than the arithmetic here)."""
+    s, e, t = out if out is not None else _scratch(a, b, 3)
+    np.add(a, b, out=s)
+    np.subtract(s, a, out=t)  # bb = s - a
+    np.subtract(b, t, out=e)  # b - bb
+    np.subtract(s, t, out=t)  # s - bb
+    np.subtract(a, t, out=t)  # a - (s - bb)
+    np.add(t, e, out=e)
     return s, e
 
 
-def dd_add(a_hi: F64, a_lo: F64, b_hi: F64, b_lo: F64) -> tuple[F64, F64]:
+def dd_add(
+    a_hi: F64,
+    a_lo: F64,
+    b_hi: F64,
+    b_lo: F64,
+    out: tuple[F64, F64, F64, F64, F64] | None = None,
+) -> tuple[F64, F64]:
     """``(a_hi + a_lo) + (b_hi + b_lo)`` as a normalised pair ``(hi, lo)``, ``|lo| <= u·|hi|``.
 
     When ``a_hi`` and ``b_hi`` cancel, ``two_sum`` returns their exact difference, so the
-    residue is only the rounding of ``a_lo + b_lo`` (≈ u²·|a|)."""
-    s, e = two_sum(a_hi, b_hi)
-    e = e + (a_lo + b_lo)
-    hi = s + e
-    lo = e - (hi - s)
+    residue is only the rounding of ``a_lo + b_lo`` (≈ u²·|a|). ``out = (hi, lo, three
+    scratch arrays)``, all of the result's shape, none of them an input."""
+    hi, lo, s, e, t = out if out is not None else _scratch(a_hi, b_hi, 5)
+    two_sum(a_hi, b_hi, (s, e, t))
+    np.add(a_lo, b_lo, out=t)
+    np.add(e, t, out=e)  # e + (a_lo + b_lo)
+    np.add(s, e, out=hi)
+    np.subtract(hi, s, out=t)
+    np.subtract(e, t, out=lo)  # e - (hi - s)
     return hi, lo
+
+
+def _scratch(a: F64, b: F64, count: int) -> tuple[F64, ...]:
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    return tuple(np.empty(shape, dtype=np.float64) for _ in range(count))
+
+
+#: Elements (rows x columns) of one block of :func:`segment_sums`: its scratch arrays
+#: stay in cache and are reused, instead of event-sized temporaries per tree level.
+BLOCK_ELEMENTS = 1 << 18
 
 
 def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
     """Per segment (rows ``starts[j]:starts[j+1]`` of ``terms``), the sum as ``(hi, lo)``.
 
-    A pairwise tree of :func:`dd_add` inside each segment: ``log2(longest segment)`` numpy
-    passes over all rows, so a batch with one very busy user costs a few more passes, not a
-    Python loop per event. ``np.add.reduceat`` would round every addition once more
-    (float64), which is exactly the cancellation this module exists to avoid.
+    A pairwise tree of :func:`dd_add` inside each segment: at each level neighbours
+    ``(0, 1), (2, 3), ...`` are added and a lone last row is carried up, so the error stays
+    that of ``log2(length)`` additions. ``np.add.reduceat`` would round every addition once
+    more (float64), which is exactly the cancellation this module exists to avoid.
+
+    How (the arithmetic above, laid out for numpy): segments are grouped by
+    ``k = ceil(log2(length))`` and each group is cut into blocks of about
+    :data:`BLOCK_ELEMENTS`, laid out position-major ``(2^k, segments, columns)`` and
+    padded with zeros after each segment's last row, so every tree level is a few
+    contiguous elementwise passes over cache-sized scratch. Adding ``(0, 0)`` to a
+    normalised pair returns it unchanged, so a padded row is the carried lone row; the
+    first level adds pairs whose low parts are zero, where :func:`dd_add` is
+    :func:`two_sum` exactly. A batch with one very busy user costs a few more passes over
+    a small group, not a Python loop per event.
     """
-    n = terms.shape[0]
+
+    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
+        x[...] = 0.0
+        x[real] = terms[at[real]]
+
+    return _segment_sums(fill, terms.shape[0], terms.shape[1:], starts)
+
+
+#: ``fill(x, at, real)`` writes into ``x`` (``at.shape + columns``) the terms of rows
+#: ``at`` where ``real``, and zeros (of either sign) elsewhere.
+Fill = Callable[[F64, I64, npt.NDArray[np.bool_]], None]
+
+
+def weighted_segment_sums(
+    weights: F64, table: npt.NDArray[np.float32] | F64, rows: I64, starts: I64
+) -> tuple[F64, F64]:
+    """:func:`segment_sums` of the terms ``(weights[i]·table[rows[i]], weights[i])`` (a
+    weighted sum of vectors and the sum of its weights), without materialising the terms:
+    each block multiplies its own rows into its scratch (in float64, where a float32 times
+    float32 product is exact), padding rows with weight zero."""
+    d = table.shape[1]
+
+    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
+        # padding slots read a clipped row and get weight zero (take: about twice as fast
+        # as fancy indexing here)
+        w = np.take(weights, at, mode="clip")
+        w[~real] = 0.0
+        vectors = np.take(table, np.take(rows, at, mode="clip"), axis=0)
+        np.multiply(w[..., None], vectors, out=x[..., :d])
+        x[..., d] = w
+
+    return _segment_sums(fill, len(weights), (d + 1,), starts)
+
+
+def _segment_sums(fill: Fill, n: int, columns: tuple[int, ...], starts: I64) -> tuple[F64, F64]:
     starts = np.asarray(starts, dtype=np.int64)
-    seg = np.zeros(n, dtype=np.int64)
-    if len(starts) > 1:
-        seg[starts[1:]] = 1
-    seg = np.cumsum(seg)
-    hi = terms.astype(np.float64, copy=True)
-    lo = np.zeros_like(hi)
-    while len(seg) and (len(seg) > len(starts)):
-        first = np.r_[True, seg[1:] != seg[:-1]]
-        pos = np.arange(len(seg)) - np.maximum.accumulate(np.where(first, np.arange(len(seg)), 0))
-        has_next = np.r_[seg[1:] == seg[:-1], False]
-        left = (pos % 2 == 0) & has_next
-        lone = (pos % 2 == 0) & ~has_next
-        li = np.flatnonzero(left)
-        keep = np.sort(np.concatenate([li, np.flatnonzero(lone)]))
-        new_hi, new_lo = hi[keep].copy(), lo[keep].copy()
-        at = np.searchsorted(keep, li)
-        new_hi[at], new_lo[at] = dd_add(hi[li], lo[li], hi[li + 1], lo[li + 1])
-        hi, lo, seg = new_hi, new_lo, seg[keep]
-    return hi, lo
+    hi_out = np.zeros((len(starts), *columns), dtype=np.float64)
+    lo_out = np.zeros_like(hi_out)
+    if n == 0:
+        return hi_out, lo_out
+    lengths = np.diff(np.r_[starts, n])
+    levels = np.zeros(len(starts), dtype=np.int64)
+    longer = lengths > 1
+    levels[longer] = np.ceil(np.log2(lengths[longer])).astype(np.int64)
+    # float log2 is exact at powers of two; fix any off-by-one rounding elsewhere
+    levels[longer] += (np.int64(1) << levels[longer]) < lengths[longer]
+    single = np.flatnonzero(levels == 0)
+    if len(single):
+        x = np.empty((1, len(single), *columns), dtype=np.float64)
+        fill(x, starts[single][None, :], np.ones((1, len(single)), dtype=np.bool_))
+        hi_out[single] = x[0]
+    per_row = max(1, math.prod(columns))
+    # scratch for the tree levels, reused by every block: level 1 writes pair A, level 2
+    # pair B, level 3 pair A again, ... (each level reads only the previous one)
+    widest = (1 << int(levels.max())) * per_row
+    scratch = np.empty((7, max(BLOCK_ELEMENTS, widest) // 2), dtype=np.float64)
+    terms = np.empty(max(BLOCK_ELEMENTS, widest), dtype=np.float64)
+    for k in np.unique(levels[levels > 0]).tolist():
+        group = np.flatnonzero(levels == k)
+        width = 1 << k
+        step = max(1, BLOCK_ELEMENTS // (width * per_row))
+        for first in range(0, len(group), step):
+            block = group[first : first + step]
+            position = np.arange(width, dtype=np.int64)[:, None]
+            real = position < lengths[block][None, :]
+            x = terms[: width * len(block) * per_row].reshape(width, len(block), *columns)
+            fill(x, starts[block][None, :] + position, real)
+            hi_out[block], lo_out[block] = _tree(x, scratch)
+    return hi_out, lo_out
+
+
+def _tree(x: F64, scratch: F64) -> tuple[F64, F64]:
+    """The pairwise double-double sum of ``x`` along its first axis (a power of two)."""
+
+    inner = x.shape[1:]
+    per_row = math.prod(inner)
+
+    def views(rows: int, *at: int) -> tuple[F64, ...]:
+        return tuple(scratch[i, : rows * per_row].reshape(rows, *inner) for i in at)
+
+    rows = x.shape[0] // 2
+    # level 1: the low parts are zero, so the sum of a pair is its two_sum
+    hi, lo, t = views(rows, 0, 1, 6)
+    two_sum(x[0::2], x[1::2], (hi, lo, t))
+    pair = (2, 3)
+    while rows > 1:
+        rows //= 2
+        out = views(rows, *pair, 4, 5, 6)
+        hi, lo = dd_add(hi[0::2], lo[0::2], hi[1::2], lo[1::2], out)  # type: ignore[arg-type]
+        pair = (0, 1) if pair == (2, 3) else (2, 3)
+    return hi[0], lo[0]

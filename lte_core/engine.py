@@ -16,14 +16,14 @@ against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from lte_core.compensated import dd_add, segment_sums
+from lte_core.compensated import dd_add, weighted_segment_sums
 from lte_core.errors import EventTimeRangeError
 from lte_core.head import NO_BUCKET, Heads, parse_heads, serialise_heads
 from lte_core.summary import WindowSummary
@@ -154,6 +154,10 @@ class EngineResult:
     #: change in the number of users with a head, and of stored events
     users_delta: int = 0
     stored_delta: int = 0
+    #: the heads after the call as arrays (:meth:`WindowEngine.advance`); a row whose
+    #: ``n`` is 0 is a head to delete. ``heads`` holds them encoded, except from
+    #: :meth:`WindowEngine.advance`, whose callers keep heads as arrays (``heads == []``)
+    state: Heads | None = None
 
 
 def due_times(spec: WindowSpec, heads: Heads) -> I64:
@@ -210,9 +214,8 @@ class WindowEngine:
         )
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
         owners = users[starts]
-        # float32 vectors stay float32 here: _add_terms multiplies them into float64 terms
-        # directly (the same products as converting first, without the copy)
-        vecs = self.vectors[items]
+        # float32 vectors stay float32 here: the sums multiply them into float64 terms
+        # block by block (the same products as converting first, without the copies)
         _add_terms(
             heads.sums,
             heads.sums_lo,
@@ -220,7 +223,8 @@ class WindowEngine:
             heads.weight_lo,
             owners,
             signed_w,
-            vecs,
+            self.vectors,
+            items,
             starts,
         )
         if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
@@ -232,11 +236,12 @@ class WindowEngine:
                 heads.decayed_weight_lo,
                 owners,
                 signed_w * factor,
-                vecs,
+                self.vectors,
+                items,
                 starts,
             )
 
-    def process(  # noqa: PLR0915 - one vectorised pass, clearer kept together
+    def process(
         self,
         reader: WindowReader,
         users: Sequence[bytes],
@@ -256,11 +261,39 @@ class WindowEngine:
         ``now`` may also be one clock per user: windows are independent, so an offline
         point-in-time read moves many users, each to its own next clock, in one call.
         """
+        heads = parse_heads(reader.read_heads(users), self.d, self.decayed)
+        result = self.advance(
+            heads,
+            lambda requests: reader.read_ranges(users, requests),
+            events,
+            now,
+            partition=partition,
+        )
+        kept = np.flatnonzero(heads.n > 0)
+        out: list[bytes | None] = [None] * len(users)
+        for i, data in zip(kept.tolist(), serialise_heads(heads, kept), strict=True):
+            out[i] = data
+        return replace(result, heads=out)
+
+    def advance(  # noqa: PLR0915 - one vectorised pass, clearer kept together
+        self,
+        heads: Heads,
+        read_ranges: Callable[[RangeRequests], RangeResult],
+        events: EventColumns,
+        now: float | F64,
+        *,
+        partition: int = -1,
+    ) -> EngineResult:
+        """:meth:`process` on heads held as arrays: ``heads`` (one row per user, in place)
+        become the heads after the call, and ``read_ranges`` serves the range reads of
+        these users. This is the whole of the engine's arithmetic; :meth:`process` only
+        decodes the stored heads before it and encodes them after it, so a reader that
+        keeps heads as arrays (the offline point-in-time reads) skips the byte round trip
+        and computes the same numbers."""
         spec, g, nb = self.spec, self.spec.bucket, self.spec.n_buckets
-        m = len(users)
+        m = len(heads)
         if len(events.seg) != m + 1:
             raise ValueError("events.seg must have one entry per user plus one")
-        heads = parse_heads(reader.read_heads(users), self.d, self.decayed)
         prev_next = due_times(spec, heads)
         existed = heads.has_clock.copy()
         stored_before = int(heads.n.sum())
@@ -283,7 +316,7 @@ class WindowEngine:
             ),
             hi=np.concatenate([new_start[leave_rows], new_end[enter_rows]]),
         )
-        found = reader.read_ranges(users, requests) if len(requests) else RangeResult.empty()
+        found = read_ranges(requests) if len(requests) else RangeResult.empty()
         is_leave = found.request < len(leave_rows)
         ru = requests.user[found.request]
         # leave range: in-window events leave, pending ones are skipped by a jump, anything
@@ -380,12 +413,8 @@ class WindowEngine:
         heads.oldest[gone] = NO_BUCKET
         heads.pending_min[gone] = NO_BUCKET
 
-        kept = np.flatnonzero(~gone)
-        out: list[bytes | None] = [None] * m
-        for i, data in zip(kept.tolist(), serialise_heads(heads, kept), strict=True):
-            out[i] = data
         return EngineResult(
-            heads=out,
+            heads=[],
             put=new,
             delete=EventRecords(
                 user=ru[is_leave],
@@ -403,6 +432,7 @@ class WindowEngine:
             prev_next_change=prev_next,
             users_delta=int(np.count_nonzero(~gone & ~existed) - np.count_nonzero(gone & existed)),
             stored_delta=int(heads.n.sum()) - stored_before,
+            state=heads,
         )
 
 
@@ -413,15 +443,14 @@ def _add_terms(  # noqa: PLR0917 - the four halves of two double-double sums
     weight_lo: F64,
     owners: I64,
     signed_w: F64,
-    vecs: npt.NDArray[np.float32] | F64,
+    vectors: F32,
+    items: U32,
     starts: I64,
 ) -> None:
-    """``(sums, weight)[owners] += Σ signed_w·(vecs, 1)`` per segment, in double-double."""
-    d = vecs.shape[1]
-    terms = np.empty((len(signed_w), d + 1), dtype=np.float64)
-    np.multiply(signed_w[:, None], vecs, out=terms[:, :d])
-    terms[:, d] = signed_w
-    hi, lo = segment_sums(terms, starts)
+    """``(sums, weight)[owners] += Σ signed_w·(vectors[items], 1)`` per segment, in
+    double-double."""
+    d = vectors.shape[1]
+    hi, lo = weighted_segment_sums(signed_w, vectors, items.astype(np.int64), starts)
     sums[owners], sums_lo[owners] = dd_add(sums[owners], sums_lo[owners], hi[:, :d], lo[:, :d])
     weight[owners], weight_lo[owners] = dd_add(
         weight[owners], weight_lo[owners], hi[:, d], lo[:, d]

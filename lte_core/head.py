@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +123,18 @@ class Heads:
             decayed_sums_lo=np.zeros((m, d), dtype=np.float64) if decayed else None,
         )
 
+    def take(self, rows: I64) -> Heads:
+        """A copy of the heads of ``rows`` (an offline reader keeps all its users' heads
+        as one :class:`Heads` and hands the engine the rows of one call)."""
+        return Heads(**{name: _rows(getattr(self, name), rows) for name in _FIELDS})
+
+    def assign(self, rows: I64, heads: Heads) -> None:
+        """Write ``heads`` (one row per entry of ``rows``) back into rows ``rows``."""
+        for name in _FIELDS:
+            mine, theirs = getattr(self, name), getattr(heads, name)
+            if mine is not None and theirs is not None:
+                mine[rows] = theirs
+
     def clear(self, rows: npt.NDArray[np.bool_]) -> None:
         """Exact zero sums for emptied windows (no residue survives an empty window)."""
         for arr in (self.sums, self.sums_lo, self.weight_sum, self.weight_lo):
@@ -131,6 +144,13 @@ class Heads:
                 opt[rows] = 0.0
         self.decayed_weight[rows] = 0.0
         self.decayed_weight_lo[rows] = 0.0
+
+
+_FIELDS = tuple(Heads.__dataclass_fields__)
+
+
+def _rows(column: npt.NDArray[Any] | None, rows: I64) -> Any:
+    return None if column is None else column[rows]
 
 
 def parse_heads(data: Sequence[bytes | None], d: int, decayed: bool) -> Heads:

@@ -24,17 +24,31 @@ users and run on two threads. Each event is read once when it enters and once wh
 leaves, whatever the number of pairs. The threads run exactly the calls one thread would,
 so they change no bit of the answers.
 
-The log index costs 16 bytes per event, the users' state one head each (O(d)); ids are
-factorised by hashing (packed into integers when short), not by sorting strings.
+The users' state is one head each (O(d)), held as arrays and handed to
+:meth:`~lte_core.engine.WindowEngine.advance` -- the engine's whole arithmetic, which the
+worker's :meth:`~lte_core.engine.WindowEngine.process` runs between decoding and encoding
+its stored heads -- so no head is ever turned into bytes here. Ids are factorised by
+hashing (packed into integers when short), not by sorting strings.
+
+Why the log index (16 bytes per event) is still there. Each user's clock moves in its own
+steps and a step reads that user's events between two buckets; in a log in file order
+they are scattered, so the reads need a per-user order of the events: this index. It
+could go: with the log in time order, one sweep of a common clock over the sorted pairs
+(one cursor where events enter the window, one where they leave) knows every step's
+moving events as two slices of the log, and a reader could serve the engine's reads of
+just the users in them from those slices -- but the heads' ``oldest`` / ``pending_min``
+(which tell the engine what to read) would then have to come from the slices instead of
+the index. That pass is not built; until it is, memory is O(events) for the index plus
+O(users·d) for the heads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,7 +64,7 @@ from lte_core.engine import (
     WindowEngine,
 )
 from lte_core.errors import LTEError
-from lte_core.head import NO_BUCKET, Heads, serialise_heads
+from lte_core.head import NO_BUCKET, Heads
 from lte_core.window import WindowSpec
 from lte_core.window_lte import window_ltes
 from offline.datasets import InteractionLog
@@ -311,79 +325,40 @@ def _arrow_strings(values: npt.NDArray[np.str_]) -> Any:
     return strings
 
 
-class _Batch(list[bytes]):
-    """User keys of one engine call, with the users' indices in the log."""
-
-    __slots__ = ("idx",)
-
-    def __init__(self, keys: list[bytes], idx: I64) -> None:
-        super().__init__(keys)
-        self.idx = idx
-
-
 class LogWindowStore:
-    """A :class:`~lte_core.engine.WindowReader` whose events are the log itself.
+    """The range reads of :meth:`~lte_core.engine.WindowEngine.advance` served from the log
+    itself, and every user's head, held as arrays (one :class:`~lte_core.head.Heads` row
+    per user of the log: O(users·d), and no per-user bytes to decode and encode).
 
     Every user starts with a head that holds all its events as pending, its clock at or
     before both its first event and its first requested clock, so the first advance lets
     in what belongs to the window and skips what already left. Deleted events are always a
     prefix of a user's rows (they leave oldest first), so a per-user cursor replaces them.
 
-    The engine names users by key; :meth:`batch` hands out the key list of a batch of
-    user indices carrying those indices, so its reads need no lookup. Batches of
-    disjoint users may run in different threads: each touches only its users' entries.
+    Calls name users by their indices in the log. Calls on disjoint users may run in
+    different threads: each touches only its users' rows.
     """
 
     def __init__(self, events: _UserLog, d: int, decayed: bool, first_end: I64) -> None:
         self._log = events
-        self._d = d
-        self._decayed = decayed
-        n = len(events.user_ids)
-        self._keys = [u.encode() for u in events.user_ids.tolist()]
-        self._heads: list[bytes | None] = [None] * n
-        self._started = np.zeros(n, dtype=bool)
-        self._live = events.seg[:-1].copy()
-        self._first_end = first_end
-
-    def batch(self, users: I64) -> _Batch:
-        """The keys of user indices ``users``, for one engine call."""
-        keys = self._keys
-        return _Batch([keys[u] for u in users.tolist()], users)
-
-    @staticmethod
-    def indices(users: Sequence[bytes]) -> I64:
-        if not isinstance(users, _Batch):
-            raise AssertionError("read for a batch the store did not hand out")
-        return users.idx
-
-    def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
-        idx = self.indices(users)
-        fresh = idx[~self._started[idx]]
-        if len(fresh):
-            self._start(fresh)
-        heads = self._heads
-        return [heads[i] for i in idx.tolist()]
-
-    def _start(self, users: I64) -> None:
-        ev = self._log
-        first = ev.bucket(ev.seg[users], users)
-        heads = Heads.empty(len(users), self._d, self._decayed)
+        users = np.arange(len(events.user_ids), dtype=np.int64)
+        first = events.bucket(events.seg[:-1], users)
+        heads = Heads.empty(len(users), d, decayed)
         heads.has_clock[:] = True
-        heads.end[:] = np.minimum(first, self._first_end[users])
-        heads.n[:] = ev.seg[users + 1] - ev.seg[users]
+        heads.end[:] = np.minimum(first, first_end)
+        heads.n[:] = np.diff(events.seg)
         heads.oldest[:] = first
         heads.pending_min[:] = first
-        for i, data in zip(
-            users.tolist(),
-            serialise_heads(heads, np.arange(len(users), dtype=np.int64)),
-            strict=True,
-        ):
-            self._heads[i] = data
-        self._started[users] = True
+        self._heads = heads
+        self._live = events.seg[:-1].copy()
 
-    def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
+    def heads(self, users: I64) -> Heads:
+        """The heads of ``users`` (a copy, for one engine call)."""
+        return self._heads.take(users)
+
+    def read_ranges(self, users: I64, requests: RangeRequests) -> RangeResult:
         ev = self._log
-        owner = self.indices(users)[requests.user]
+        owner = users[requests.user]
         lo = np.maximum(ev.position(owner, requests.lo), self._live[owner])
         hi = np.maximum(lo, ev.position(owner, requests.hi))
         counts = hi - lo
@@ -403,13 +378,11 @@ class LogWindowStore:
             next_bucket=next_bucket,
         )
 
-    def commit(self, users: Sequence[bytes], result: EngineResult) -> None:
-        if len(result.put):
+    def commit(self, users: I64, result: EngineResult) -> None:
+        if len(result.put) or result.state is None:
             raise AssertionError("a point-in-time read never adds events")
-        idx = self.indices(users)
-        for i, head in zip(idx.tolist(), result.heads, strict=True):
-            self._heads[i] = head
-        self._live[idx] += np.bincount(result.delete.user, minlength=len(idx))
+        self._heads.assign(users, result.state)
+        self._live[users] += np.bincount(result.delete.user, minlength=len(users))
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,8 +469,13 @@ def point_in_time(
     step_seg = np.searchsorted(steps.of_pair[pairs_by_step], np.arange(len(steps.user) + 1))
 
     def answer(chunk: I64) -> None:
-        users = store.batch(steps.user[chunk])
-        result = engine.process(store, users, EventColumns.empty(len(users)), steps.clock[chunk])
+        users = steps.user[chunk]
+        result = engine.advance(
+            store.heads(users),
+            partial(store.read_ranges, users),
+            EventColumns.empty(len(users)),
+            steps.clock[chunk],
+        )
         store.commit(users, result)
         lte = window_ltes(window, built, result.summary, result.end, np.arange(len(users)))
         counts = step_seg[chunk + 1] - step_seg[chunk]

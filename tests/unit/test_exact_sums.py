@@ -14,9 +14,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lte_core import compensated
+from lte_core.compensated import dd_add
 from lte_core.engine import LATE, EventColumns, WindowEngine
 from lte_core.memory_store import MemoryWindowStore
 from lte_core.state import LaggedWindow
@@ -185,3 +188,65 @@ def test_a_1e6_event_leaving_a_1e_6_event_behind_leaves_its_mean_exact() -> None
         (ref.sum, ref.weight_sum),
     ):
         np.testing.assert_allclose(sums / w, want, rtol=0, atol=1e-12)
+
+
+def tree_sum(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One segment's pairwise double-double tree, row by row: neighbours (0, 1), (2, 3), ...
+    added, a lone last row carried up (what ``segment_sums`` promises, without its layout)."""
+    while len(rows) > 1:
+        paired = [dd_add(*rows[i], *rows[i + 1]) for i in range(0, len(rows) - 1, 2)]
+        rows = paired + ([rows[-1]] if len(rows) % 2 else [])
+    return rows[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 70), min_size=1, max_size=12),
+    columns=st.integers(1, 5),
+    block=st.sampled_from([1, 8, 64, 1 << 18]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_segment_sums_are_the_pairwise_tree_of_each_segment_bit_for_bit(
+    lengths: list[int], columns: int, block: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    # products of float32 weights over the whole range and float32 vectors, signed, with
+    # exact cancellations (a term and its negation in one segment)
+    w = np.array([f32(10.0**e) for e in rng.uniform(-6, 6, n)]) * rng.choice([-1.0, 1.0], n)
+    terms = w[:, None] * rng.standard_normal((n, columns)).astype(np.float32)
+    terms[1::3] = -terms[0:-1:3][: len(terms[1::3])]
+    starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compensated, "BLOCK_ELEMENTS", block)  # blocks of one segment, too
+        hi, lo = compensated.segment_sums(terms, starts)
+    for j, (first, length) in enumerate(zip(starts.tolist(), lengths, strict=True)):
+        rows = [(terms[i], np.zeros(columns)) for i in range(first, first + length)]
+        want_hi, want_lo = tree_sum(rows)
+        np.testing.assert_array_equal(hi[j], want_hi)
+        np.testing.assert_array_equal(lo[j], want_lo)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    d=st.integers(1, 4),
+    block=st.sampled_from([1, 16, 1 << 18]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_weighted_segment_sums_equal_the_sums_of_the_materialised_terms(
+    lengths: list[int], d: int, block: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    table = rng.standard_normal((5, d)).astype(np.float32)
+    rows = rng.integers(0, 5, n).astype(np.int64)
+    w = np.array([f32(10.0**e) for e in rng.uniform(-6, 6, n)]) * rng.choice([-1.0, 1.0], n)
+    terms = np.concatenate([w[:, None] * table[rows], w[:, None]], axis=1)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compensated, "BLOCK_ELEMENTS", block)
+        got = compensated.weighted_segment_sums(w, table, rows, starts)
+        want = compensated.segment_sums(terms, starts)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
