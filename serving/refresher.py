@@ -3,18 +3,19 @@
 One batch at a time, in this order:
 
 1. fetch up to ``--batch-max-records`` records (``getmany``);
-2. decode the whole batch at once (:func:`lte_core.update_avro.decode_mixed`: Avro records
-   by the batch decoder, JSON ones by the JSON batch path); a record that breaks the
-   contract (DESIGN 3.4) — or whose key is not its ``user_id`` — is dead-lettered with the
-   original bytes and counted, never raised;
-   into columns (:class:`~lte_core.update_columns.UpdateColumns`: no object per update);
+2. decode the whole batch at once into columns
+   (:func:`lte_core.update_avro.decode_columns` into
+   :class:`~lte_core.update_columns.UpdateColumns`, no object per update: Avro records by
+   the batch scan, JSON ones by the JSON batch path); a record that breaks the contract
+   (DESIGN 3.4) — or whose key is not its ``user_id`` — is dead-lettered with the original
+   bytes and counted, never raised;
 3. coalesce per ``(basis_version, encoder, user_id)`` on the columns
    (:func:`~lte_core.update_columns.newest_per_key`): the newest by the per-user
    ``version`` (:meth:`LTEUpdate.order_key`) wins (the later record on a tie), the rest
    are counted as ``duplicate`` (same order key as the winner) or ``stale``;
 4. send the dead letters, then write the batch to the store in one round trip (Redis: one
    pipeline of script calls; RocksDB: one write batch), monotonic and idempotent, and
-   account it (drift of the whole batch in a few numpy calls);
+   account it (outcomes, staleness and drift of the whole batch in a few numpy calls);
 5. only then commit the batch's offsets.
 
 A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
