@@ -44,6 +44,7 @@ import numpy as np
 from bench.report import machine_info, save_results, table
 from bench.serving import median_dict
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from lte_runtime.ports import free_port
 from lte_runtime.redis_cluster import LocalRedisCluster
 from lte_runtime.redis_server import RedisServer
@@ -87,10 +88,14 @@ def warm_up(updates: list[LTEUpdate]) -> list[LTEUpdate]:
 async def write_rate(where: StoreLocation, updates: list[LTEUpdate], batch: int) -> float:
     store = open_store(where, writer=True)
     try:
-        await store.write_batch(warm_up(updates), stored_at=time.time())
+        await store.write_batch(UpdateColumns.of(warm_up(updates)), stored_at=time.time())
+        batches = [
+            UpdateColumns.of(updates[start : start + batch])
+            for start in range(0, len(updates), batch)
+        ]
         started = time.perf_counter()
-        for start in range(0, len(updates), batch):
-            await store.write_batch(updates[start : start + batch], stored_at=time.time())
+        for columns in batches:
+            await store.write_batch(columns, stored_at=time.time())
         return len(updates) / (time.perf_counter() - started)
     finally:
         await store.close()
@@ -104,8 +109,12 @@ async def feast_push_rate(repo: Path, updates: list[LTEUpdate], batch: int) -> f
 
     feast = FeatureStore(repo_path=str(repo))
     source = ViewNames.of(BASIS, ENCODER).push_source
-    frames = [push_frame(updates[s : s + batch]) for s in range(0, len(updates), batch)]
-    await feast.push_async(source, push_frame(warm_up(updates)), to=PushMode.ONLINE)
+    frames = [
+        push_frame(UpdateColumns.of(updates[s : s + batch])) for s in range(0, len(updates), batch)
+    ]
+    await feast.push_async(
+        source, push_frame(UpdateColumns.of(warm_up(updates))), to=PushMode.ONLINE
+    )
     started = time.perf_counter()
     for frame in frames:
         await feast.push_async(source, frame, to=PushMode.ONLINE)

@@ -20,6 +20,9 @@ reference measured in the same run on the same machine.
   fixed body of the mean size of the API's answer in that format, under the same load. With a
   closed loop p50 is about concurrency / throughput: at 200 clients it measures queueing on a
   saturated machine; at 10 the latency of one request when the server is not saturated.
+  A second reference, ``bare + GET`` (``x_bare_redis``), is the same bare handler doing one
+  redis-py ``GET`` of the user's entry per request: the floor of any read path that must ask
+  the store for every request (no cache), which bounds what the API can reach at c=10.
 * ``batchGet``: 100 users per request at concurrency 20, JSON and binary.
 
 Redis runs with ``appendonly yes`` and ``appendfsync always`` unless
@@ -65,8 +68,10 @@ from lte_runtime.kafka.clients import group_consumer
 from lte_runtime.kafka.settings import KafkaSettings
 from lte_runtime.ports import free_port
 from lte_runtime.redis_server import RedisServer
+from serving.online_store import StoreKey
 from serving.refresher import Refresher
 from serving.settings import RefresherSettings
+from serving.store_format import entry_key
 from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,9 +302,16 @@ def median_dict(runs: list[dict[str, float]]) -> dict[str, float]:
 ACCEPT = {"JSON": "application/json", "binary": "application/octet-stream"}
 
 
-def start_bare(size: int, content_type: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_bare(
+    size: int, content_type: str, log: Path, *, redis_store: StoreLocation | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare handler; with ``redis_store``, one that first GETs the user's entry."""
+    extra: list[str] = []
+    if isinstance(redis_store, RedisLocation):
+        prefix = entry_key(StoreKey(BASIS, "mean", "")).decode()
+        extra = ["--redis-url", store_url(redis_store), "--redis-key-prefix", prefix]
     return start_server(
-        ["bench.bare_http", "--size", str(size), "--content-type", content_type], log
+        ["bench.bare_http", "--size", str(size), "--content-type", content_type, *extra], log
     )
 
 
@@ -416,12 +428,20 @@ def measure_api(
         sizes = {fmt: body_size(port, users, accept) for fmt, accept in ACCEPT.items()}
         for fmt, accept in ACCEPT.items():
             bare, bare_port = start_bare(sizes[fmt], accept, work / f"bare-{fmt}.log")
+            with_redis, redis_port = start_bare(
+                sizes[fmt], accept, work / f"bare-redis-{fmt}.log", redis_store=store
+            )
             try:
                 for concurrency in (10, 200):
                     api_runs: list[dict[str, float]] = []
                     bare_runs: list[dict[str, float]] = []
+                    redis_runs: list[dict[str, float]] = []
                     for _ in range(repeats):
-                        for runs, target in ((api_runs, port), (bare_runs, bare_port)):
+                        for runs, target in (
+                            (api_runs, port),
+                            (bare_runs, bare_port),
+                            (redis_runs, redis_port),
+                        ):
                             runs.append(
                                 asyncio.run(
                                     load(
@@ -435,8 +455,9 @@ def measure_api(
                                 )
                             )
                     api, ref = median_dict(api_runs), median_dict(bare_runs)
+                    with_get = median_dict(redis_runs)
                     what = f"GET /v1/lte/{{user_id}} {fmt} c={concurrency}"
-                    raw[what] = {"api": api_runs, "bare": bare_runs}
+                    raw[what] = {"api": api_runs, "bare": bare_runs, "bare_redis": redis_runs}
                     rows.append(
                         {
                             "what": what,
@@ -448,13 +469,17 @@ def measure_api(
                             "bare_p50_ms": round(ref["p50_ms"], 2),
                             "bare_p99_ms": round(ref["p99_ms"], 2),
                             "x_bare": round(api["requests_s"] / ref["requests_s"], 2),
+                            "bare_redis_requests_s": round(with_get["requests_s"]),
+                            "bare_redis_p50_ms": round(with_get["p50_ms"], 2),
+                            "x_bare_redis": round(api["requests_s"] / with_get["requests_s"], 2),
                             "errors": int(api["errors"]),
                         }
                     )
                     print(table(rows[-1:]), flush=True)
             finally:
-                bare.terminate()
-                bare.wait(30)
+                for server in (bare, with_redis):
+                    server.terminate()
+                    server.wait(30)
         for fmt, accept in ACCEPT.items():
             runs = [
                 asyncio.run(
@@ -476,6 +501,9 @@ def measure_api(
                     "bare_p50_ms": "",
                     "bare_p99_ms": "",
                     "x_bare": "",
+                    "bare_redis_requests_s": "",
+                    "bare_redis_p50_ms": "",
+                    "x_bare_redis": "",
                     "errors": int(result["errors"]),
                 }
             )
@@ -511,6 +539,7 @@ def main() -> None:
     record_bytes = {
         fmt: round(statistics.mean(len(v) for _, v in recs)) for fmt, recs in encoded.items()
     }
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         with (
@@ -547,6 +576,8 @@ def main() -> None:
                 **machine_info(),
                 "note": "load generator, servers, broker and Redis share these cores; "
                 "the machine is shared with other users' work (noisy)",
+                "loadavg_before": load_before,
+                "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
             },
             "repeats": repeats,
             "users": users,

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from lte_core.errors import UpdateFormatError
 from lte_core.update import MAX_VERSION, LTEUpdate, Version, decode_updates
+from lte_core.update_columns import UpdateColumns
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -511,6 +512,135 @@ def decode_batch(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]
     return [x for x in out if x is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class DecodedColumns:
+    """A batch decoded by :func:`decode_columns`: the good records as columns, ``source[i]``
+    the position of row ``i``'s record in the batch, and each bad record's error by position."""
+
+    columns: UpdateColumns
+    source: I64Array
+    errors: dict[int, UpdateFormatError]
+
+
+def decode_columns(values: Sequence[bytes]) -> DecodedColumns:
+    """:func:`decode_mixed` straight into columns, with no update object per record.
+
+    Avro records take :func:`decode_batch`'s scan and keep their float32 fields as the bytes
+    the record carried (checked finite a whole field length at a time); JSON records, and
+    any Avro record the scan is not sure of, go through the reference decoders, which stay
+    the authority on the rules and the error reported. Rows keep the order of the records.
+    """
+    errors: dict[int, UpdateFormatError] = {}
+    fallback: dict[int, LTEUpdate] = {}
+    scanned: list[tuple[int, _Scanned]] = []
+    names: dict[bytes, str] = {}
+    json_positions: list[int] = []
+    for i, value in enumerate(values):
+        if not is_avro(value):
+            json_positions.append(i)
+            continue
+        try:
+            scanned.append((i, _scan(value, names)))
+        except (_DoubtError, IndexError, UnicodeDecodeError, struct.error):
+            _settle(i, _decode_or_error(value), fallback, errors)
+    if json_positions:
+        for i, got in zip(
+            json_positions, decode_updates([values[i] for i in json_positions]), strict=True
+        ):
+            _settle(i, got, fallback, errors)
+    raw: dict[tuple[int, int], bytes] = {}
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for row, (i, fields) in enumerate(scanned):
+        for which, where in ((11, fields[11]), (12, fields[12])):
+            if where is not None:
+                groups.setdefault(where[1], []).append((row, which, i))
+                raw[row, which] = values[i][where[0] : where[0] + where[1]]
+    bad: set[int] = set()
+    for size, members in groups.items():
+        block = b"".join(raw[row, which] for row, which, _ in members)
+        matrix = np.frombuffer(block, _F32).reshape(len(members), size // 4)
+        finite = np.asarray(np.isfinite(matrix).all(axis=1)).tolist()
+        bad.update(row for (row, _, _), ok in zip(members, finite, strict=True) if not ok)
+    for row in bad:
+        i = scanned[row][0]
+        _settle(i, _decode_or_error(values[i]), fallback, errors)
+    good: list[_Good] = [
+        (i, f, raw.get((row, 11)), raw.get((row, 12)))
+        for row, (i, f) in enumerate(scanned)
+        if row not in bad
+    ]
+    if fallback:
+        good.extend((i, None, None, None) for i in fallback)
+        good.sort(key=lambda g: g[0])
+    source = np.array([g[0] for g in good], dtype=np.int64)
+    return DecodedColumns(_columns(good, fallback), source, errors)
+
+
+def _settle(
+    i: int,
+    got: LTEUpdate | UpdateFormatError,
+    fallback: dict[int, LTEUpdate],
+    errors: dict[int, UpdateFormatError],
+) -> None:
+    if isinstance(got, UpdateFormatError):
+        errors[i] = got
+    else:
+        fallback[i] = got
+
+
+_Good = tuple[int, "_Scanned | None", "bytes | None", "bytes | None"]
+
+
+def _columns(good: list[_Good], fallback: dict[int, LTEUpdate]) -> UpdateColumns:
+    """Rows from scanned fields, or from the update objects of records the reference decoders
+    judged (few)."""
+    rows: list[tuple[object, ...]] = []
+    vectors: list[bytes | None] = []
+    coefficients: list[bytes | None] = []
+    for i, scanned, scanned_vector, scanned_coefficients in good:
+        if scanned is None:
+            u = fallback[i]
+            rows.append((
+                u.user_id, u.basis_version, u.encoder, u.version, u.as_of, u.window_start,
+                u.window_end, u.n_events, u.weight_sum, u.due_at, u.produced_at,
+            ))  # fmt: skip
+            vector = None if u.vector is None else u.vector.astype(_F32).tobytes()
+            coefficient = None if u.coefficients is None else u.coefficients.astype(_F32).tobytes()
+        else:
+            rows.append(scanned[:11])
+            vector, coefficient = scanned_vector, scanned_coefficients
+        vectors.append(vector)
+        coefficients.append(vector if coefficient is None else coefficient)
+    if not rows:
+        return UpdateColumns.of([])
+    user_id, basis_version, encoder, version, *numbers = zip(*rows, strict=True)
+    as_of, window_start, window_end, n_events, weight_sum, due_at, produced_at = (
+        numbers[0], numbers[1], numbers[2], numbers[3], numbers[4], numbers[5], numbers[6],
+    )  # fmt: skip
+    order = np.array(
+        [
+            (0.0, a, d) if v is None else (1.0, v[0], v[1])
+            for v, a, d in zip(version, as_of, due_at, strict=True)
+        ],
+        dtype=np.float64,
+    )
+    return UpdateColumns(
+        user_id=list(user_id),
+        basis_version=list(basis_version),
+        encoder=list(encoder),
+        order=order,
+        as_of=np.array(as_of, np.float64),
+        window_start=np.array(window_start, np.float64),
+        window_end=np.array(window_end, np.float64),
+        n_events=np.array(n_events, np.int64),
+        weight_sum=np.array(weight_sum, np.float64),
+        due_at=np.array(due_at, np.float64),
+        produced_at=np.array(produced_at, np.float64),
+        vector=vectors,
+        coefficients=coefficients,
+    )
+
+
 def decode_mixed(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]:
     """Decode a batch in which each record may be binary or JSON, told apart by its first
     bytes (:func:`is_avro`), so a topic can change format while readers keep running."""
@@ -533,9 +663,11 @@ __all__ = [
     "PREFIX",
     "SCHEMA_TEXT",
     "DecodedBatch",
+    "DecodedColumns",
     "crc64_avro",
     "decode",
     "decode_batch",
+    "decode_columns",
     "decode_many",
     "decode_mixed",
     "encode",

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 from redis.exceptions import RedisError
 
-from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreUnavailableError
 from serving.feast_repo import (
     FLOAT_FEATURES,
@@ -57,12 +56,12 @@ from serving.feast_repo import (
     ledger_location,
 )
 from serving.online_store import (
+    STALE,
+    BatchWrite,
     OnlineStore,
     StoredLTE,
     StoreKey,
     VersionPair,
-    WriteOutcome,
-    WriteResult,
 )
 from serving.store_url import FeastLocation, open_store
 
@@ -94,44 +93,50 @@ class FeastStore(OnlineStore):
     def describe(self) -> str:
         return f"{self._location.describe()} (ledger {self._ledger.describe()})"
 
-    async def write_batch(
-        self, updates: Sequence[LTEUpdate], *, stored_at: float
-    ) -> list[WriteResult]:
-        results = await self._ledger.write_batch(updates, stored_at=stored_at)
-        newest: dict[StoreKey, LTEUpdate] = {}
-        for update, result in zip(updates, results, strict=True):
-            if result.outcome is not WriteOutcome.STALE:
-                newest[StoreKey.of(update)] = update  # a later one in the batch won
-        fresh = list(newest.values())
+    async def write_batch(self, updates: UpdateColumns, *, stored_at: float) -> BatchWrite:
+        written = await self._ledger.write_batch(updates, stored_at=stored_at)
+        # per key, the last row the ledger did not refuse (a later one in the batch won)
+        fresh_rows: dict[int, int] = {}
+        keys = updates.key_codes().tolist()
+        for i, code in enumerate(written.outcomes.tolist()):
+            if code != STALE:
+                fresh_rows[keys[i]] = i
+        fresh = updates.take(sorted(fresh_rows.values()))
         await self._push(fresh)
         await self._converge(fresh)
-        return results
+        return written
 
-    async def _converge(self, pushed: list[LTEUpdate]) -> None:
+    async def _converge(self, pushed: UpdateColumns) -> None:
         """Push again whatever the ledger now holds that is newer than what was pushed."""
+        orders = pushed.order.tolist()
+        keys = [
+            StoreKey(b, e, u)
+            for b, e, u in zip(pushed.basis_version, pushed.encoder, pushed.user_id, strict=True)
+        ]
         for _ in range(MAX_CONVERGE_ROUNDS):
-            if not pushed:
+            if not keys:
                 return
-            held = await self._ledger.get_many([StoreKey.of(u) for u in pushed])
-            pushed = [
+            held = await self._ledger.get_many(keys)
+            newer = [
                 entry.update
-                for update, entry in zip(pushed, held, strict=True)
-                if entry is not None and entry.update.order_key() != update.order_key()
+                for order, entry in zip(orders, held, strict=True)
+                if entry is not None and entry.update.order_key() != tuple(order)
             ]
-            if pushed:
-                log.info("%d users got a newer LTE from another writer; pushing it", len(pushed))
-                await self._push(pushed)
+            keys = [StoreKey.of(u) for u in newer]
+            orders = [list(u.order_key()) for u in newer]
+            if newer:
+                log.info("%d users got a newer LTE from another writer; pushing it", len(newer))
+                await self._push(UpdateColumns.of(newer))
         raise StoreUnavailableError(
             f"{self.describe()}: the ledger kept moving for {MAX_CONVERGE_ROUNDS} rounds; "
             "the batch is retried"
         )
 
-    async def _push(self, updates: Sequence[LTEUpdate]) -> None:
-        by_pair: defaultdict[tuple[str, str], list[LTEUpdate]] = defaultdict(list)
-        for update in updates:
-            by_pair[(update.basis_version, update.encoder)].append(update)
-        for pair, group in by_pair.items():
+    async def _push(self, updates: UpdateColumns) -> None:
+        pair_of, pairs = updates.pair_codes()
+        for code, pair in enumerate(pairs):
             source = self._push_source(pair)
+            group = updates.take(np.flatnonzero(pair_of == code))
             try:
                 with warnings.catch_warnings():
                     # Feast warns on every push that its online-write API is experimental.
@@ -183,23 +188,23 @@ class FeastStore(OnlineStore):
             await self._feast.close()
 
 
-def push_frame(updates: Sequence[LTEUpdate]) -> pd.DataFrame:
+def push_frame(updates: UpdateColumns) -> pd.DataFrame:
     """The frame a view's PushSource takes: one row per update, ``event_timestamp`` =
     ``as_of`` (UTC). An emptied window has null vectors and ``n_events = 0``."""
     columns: dict[str, Any] = {
-        "user_id": [u.user_id for u in updates],
-        "event_timestamp": pd.to_datetime([u.as_of for u in updates], unit="s", utc=True),
-        "n_events": np.array([u.n_events for u in updates], dtype=np.int64),
+        "user_id": list(updates.user_id),
+        "event_timestamp": pd.to_datetime(updates.as_of, unit="s", utc=True),
+        "n_events": updates.n_events.astype(np.int64),
     }
     for name in FLOAT_FEATURES:
-        columns[name] = np.array([getattr(u, name) for u in updates], dtype=np.float64)
+        columns[name] = np.asarray(getattr(updates, name), dtype=np.float64)
     for name in VECTOR_FEATURES:
-        columns[name] = [_as_list(getattr(u, name)) for u in updates]
+        columns[name] = [_as_list(raw) for raw in getattr(updates, name)]
     return pd.DataFrame(columns)
 
 
-def _as_list(values: np.ndarray[Any, Any] | None) -> list[float] | None:
-    return None if values is None else values.astype(np.float32).tolist()
+def _as_list(raw: bytes | None) -> list[float] | None:
+    return None if raw is None else np.frombuffer(raw, dtype="<f4").tolist()
 
 
 __all__ = ["FeastStore", "push_frame"]

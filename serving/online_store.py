@@ -22,6 +22,10 @@ checks against each of them:
 * **Emptied windows are markers, not deletions.** An update with ``n_events = 0`` replaces
   the entry with a header-only marker (no vectors). Deleting instead would let an older,
   non-empty update delivered late resurrect the user; the marker keeps the order key.
+* **Columnar, in order.** A batch is an :class:`~lte_core.update_columns.UpdateColumns`
+  (the refresher builds no object per update); its rows are applied in row order, so a key
+  that appears twice ends with the newer of the two (the later row on a tie), exactly as if
+  each row were written alone. The answer is columnar too (:class:`BatchWrite`).
 * **Time.** ``stored_at`` is the writer's wall clock when it wrote the batch; staleness
   (``lte_staleness_seconds``) is measured against ``due_at`` from it.
 """
@@ -35,7 +39,11 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreUnavailableError
 
 T = TypeVar("T")
@@ -78,6 +86,26 @@ class WriteOutcome(enum.Enum):
     STALE = "stale"
 
 
+#: :attr:`BatchWrite.outcomes` codes, which are also the Redis script's
+OUTCOMES = (WriteOutcome.WRITTEN, WriteOutcome.DUPLICATE, WriteOutcome.STALE)
+WRITTEN, DUPLICATE, STALE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """What happened to each row of a batch: ``outcomes[i]`` indexes :data:`OUTCOMES`, and
+    ``previous[i]`` is the encoded entry row ``i`` replaced or compared equal to (``None``
+    when there was none, and for a stale row), so the refresher measures drift without
+    another round trip and without decoding entries into objects."""
+
+    outcomes: npt.NDArray[np.int8]
+    previous: list[bytes | None]
+
+    @classmethod
+    def empty(cls) -> BatchWrite:
+        return cls(np.zeros(0, dtype=np.int8), [])
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What happened to one update of a batch. ``previous`` is the entry it replaced (or
@@ -91,10 +119,9 @@ class OnlineStore(ABC):
     """Storage for the latest LTE of every ``(basis_version, encoder, user_id)``."""
 
     @abstractmethod
-    async def write_batch(
-        self, updates: Sequence[LTEUpdate], *, stored_at: float
-    ) -> list[WriteResult]:
-        """Apply ``updates`` in order under the monotonic rule; one result per update.
+    async def write_batch(self, updates: UpdateColumns, *, stored_at: float) -> BatchWrite:
+        """Apply the rows of ``updates`` in order under the monotonic rule; one outcome per
+        row. Idempotent: the same batch applied twice leaves the same entries.
 
         When this returns, every write is durable as far as the backend's persistence goes
         (RocksDB: the WAL is synced; Redis: whatever ``appendfsync`` says), so the caller may

@@ -36,13 +36,11 @@ from serving.store_url import RedisClusterLocation
 def cluster_entry_key(key: StoreKey) -> bytes:
     """The standalone key with the user id as the hash tag. Injective like it: the user id is
     still last and verbatim, only wrapped."""
-    return (
-        ENTRY_PREFIX
-        + pair_field(key.basis_version, key.encoder)
-        + b":{"
-        + key.user_id.encode()
-        + b"}"
-    )
+    return cluster_user_key(pair_field(key.basis_version, key.encoder), key.user_id)
+
+
+def cluster_user_key(pair: bytes, user_id: str) -> bytes:
+    return ENTRY_PREFIX + pair + b":{" + user_id.encode() + b"}"
 
 
 class RedisClusterStore(RedisStore):
@@ -63,6 +61,9 @@ class RedisClusterStore(RedisStore):
 
     def entry_key(self, key: StoreKey) -> bytes:
         return cluster_entry_key(key)
+
+    def user_key(self, pair: bytes, user_id: str) -> bytes:
+        return cluster_user_key(pair, user_id)
 
     def _script_groups(self, keys: list[bytes]) -> list[range | list[int]]:
         by_slot: defaultdict[int, list[int]] = defaultdict(list)

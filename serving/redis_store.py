@@ -18,21 +18,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
+import numpy as np
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreUnavailableError
 from serving.online_store import (
+    BatchWrite,
     OnlineStore,
     StoredLTE,
     StoreKey,
     VersionPair,
-    WriteOutcome,
-    WriteResult,
 )
 from serving.store_format import (
     FORMAT_VERSION,
@@ -43,11 +43,12 @@ from serving.store_format import (
     VERSION_OFFSET,
     VERSIONED_HEADER,
     decode_found,
-    decode_replaced,
-    encode_entry,
+    encode_entries,
     entry_key,
+    entry_keys,
     pair_field,
     parse_pair_field,
+    user_key,
 )
 from serving.store_url import RedisClusterLocation, RedisLocation
 
@@ -94,7 +95,6 @@ for i = 1, #KEYS do
 end
 return out
 """
-_OUTCOMES = (WriteOutcome.WRITTEN, WriteOutcome.DUPLICATE, WriteOutcome.STALE)
 
 
 class RedisStore(OnlineStore):
@@ -110,6 +110,10 @@ class RedisStore(OnlineStore):
         """Where ``key``'s entry lives (the cluster layout adds a hash tag)."""
         return entry_key(key)
 
+    def user_key(self, pair: bytes, user_id: str) -> bytes:
+        """:meth:`entry_key` from a pair's field (:func:`~serving.store_format.pair_field`)."""
+        return user_key(pair, user_id)
+
     def _script_groups(self, keys: list[bytes]) -> list[range | list[int]]:
         """Indices of ``keys`` that one script call may take together."""
         return [range(start, min(start + CHUNK, len(keys))) for start in range(0, len(keys), CHUNK)]
@@ -120,24 +124,20 @@ class RedisStore(OnlineStore):
     def describe(self) -> str:
         return self._location.describe()
 
-    async def write_batch(
-        self, updates: Sequence[LTEUpdate], *, stored_at: float
-    ) -> list[WriteResult]:
-        if not updates:
-            return []
-        keys = [StoreKey.of(u) for u in updates]
-        raw_keys = [self.entry_key(k) for k in keys]
-        values = [encode_entry(u, stored_at) for u in updates]
-        pairs = {pair_field(k.basis_version, k.encoder): repr(stored_at) for k in keys}
+    async def write_batch(self, updates: UpdateColumns, *, stored_at: float) -> BatchWrite:
+        if not len(updates):
+            return BatchWrite.empty()
+        raw_keys = entry_keys(updates, layout=self.user_key)
+        values = encode_entries(updates, stored_at)
+        _, pairs = updates.pair_codes()
+        fields = {pair_field(b, e): repr(stored_at) for b, e in pairs}
         try:
-            replies = await self._run_script(raw_keys, values, pairs)
+            replies = await self._run_script(raw_keys, values, fields)
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        results: list[WriteResult] = []
-        for key, (code, old) in zip(keys, _pairs_of(replies), strict=True):
-            previous = decode_replaced(key, old) if old else None
-            results.append(WriteResult(_OUTCOMES[code], previous))
-        return results
+        return BatchWrite(
+            np.array(replies[0::2], dtype=np.int8), [old or None for old in replies[1::2]]
+        )
 
     async def _run_script(
         self, keys: list[bytes], values: list[bytes], pairs: dict[bytes, str]
@@ -168,6 +168,9 @@ class RedisStore(OnlineStore):
                 raise reply
         out: list[Any] = [None] * (2 * len(keys))
         for group, reply in zip(groups, replies[:-1], strict=True):
+            if isinstance(group, range):  # standalone: consecutive rows
+                out[2 * group.start : 2 * group.stop] = reply
+                continue
             for j, i in enumerate(group):
                 out[2 * i : 2 * i + 2] = reply[2 * j : 2 * j + 2]
         return out
@@ -221,7 +224,3 @@ def _connect(location: RedisLocation) -> Redis:
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 1),
     )
     return Redis(connection_pool=pool)
-
-
-def _pairs_of(replies: list[Any]) -> list[tuple[int, bytes]]:
-    return [(int(replies[i]), replies[i + 1]) for i in range(0, len(replies), 2)]

@@ -3,16 +3,19 @@
 One batch at a time, in this order:
 
 1. fetch up to ``--batch-max-records`` records (``getmany``);
-2. decode the whole batch at once (:func:`lte_core.update_avro.decode_mixed`: Avro records
-   by the batch decoder, JSON ones by the JSON batch path); a record that breaks the
-   contract (DESIGN 3.4) — or whose key is not its ``user_id`` — is dead-lettered with the
-   original bytes and counted, never raised;
-3. coalesce per ``(basis_version, encoder, user_id)``: the newest by the per-user
+2. decode the whole batch at once into columns
+   (:func:`lte_core.update_avro.decode_columns` into
+   :class:`~lte_core.update_columns.UpdateColumns`, no object per update: Avro records by
+   the batch scan, JSON ones by the JSON batch path); a record that breaks the contract
+   (DESIGN 3.4) — or whose key is not its ``user_id`` — is dead-lettered with the original
+   bytes and counted, never raised;
+3. coalesce per ``(basis_version, encoder, user_id)`` on the columns
+   (:func:`~lte_core.update_columns.newest_per_key`): the newest by the per-user
    ``version`` (:meth:`LTEUpdate.order_key`) wins (the later record on a tie), the rest
-   are counted as ``stale``/``duplicate``;
+   are counted as ``duplicate`` (same order key as the winner) or ``stale``;
 4. send the dead letters, then write the batch to the store in one round trip (Redis: one
    pipeline of script calls; RocksDB: one write batch), monotonic and idempotent, and
-   account it (drift of the whole batch in a few numpy calls);
+   account it (outcomes, staleness and drift of the whole batch in a few numpy calls);
 5. only then commit the batch's offsets.
 
 A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
@@ -28,8 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,8 +40,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from lte_core.errors import UpdateFormatError
-from lte_core.update import LTEUpdate
-from lte_core.update_avro import decode_mixed
+from lte_core.update_avro import DecodedColumns, decode_columns
+from lte_core.update_columns import UpdateColumns, newest_per_key
 from lte_runtime.crash_only import Heartbeat, supervised
 from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
 from lte_runtime.kafka.clients import batch_producer, group_consumer
@@ -48,18 +50,20 @@ from lte_runtime.kafka.dead_letter import DeadLetter
 from lte_runtime.kafka.rebalance import RebalanceCallbacks
 from lte_runtime.kafka.topics import TopicSpec, ensure_topics
 from lte_runtime.status_server import StatusServer
-from serving.drift import F32Array, PopulationDrift, cosine_distances, load_reference
+from serving.drift import PopulationDrift, cosine_distances_raw, load_reference
 from serving.errors import StoreUnavailableError
 from serving.metrics import RefresherMetrics
 from serving.online_store import (
+    OUTCOMES,
+    STALE,
+    WRITTEN,
+    BatchWrite,
     OnlineStore,
-    StoreKey,
-    WriteOutcome,
-    WriteResult,
     bounded_store_call,
 )
 from serving.read_api import build_app, start_site
 from serving.settings import RefresherSettings
+from serving.store_format import replaced_parts
 from serving.store_url import open_store
 
 log = logging.getLogger("lte.refresher")
@@ -197,20 +201,17 @@ class Refresher:
     ) -> bool:
         """Dead-letter, coalesce and store one batch; False if asked to stop before it was
         durably stored."""
-        newest: dict[StoreKey, LTEUpdate] = {}
+        records = [(tp, record) for tp, part in batches.items() for record in part]
+        decoded = _decode_all([record for _, record in records])
         dead: list[OutRecord] = []
-        for tp, records in batches.items():
-            for record, update in zip(records, _decode_all(records), strict=True):
-                if isinstance(update, UpdateFormatError):
-                    self.metrics.invalid_updates.labels(update.field).inc()
-                    dead.append(_dead_letter(record, tp, update))
-                    continue
-                key = StoreKey.of(update)
-                kept = newest.get(key)
-                if kept is None or update.order_key() >= kept.order_key():
-                    newest[key] = update
-                if kept is not None:
-                    self._count_coalesced(update, kept)
+        for i, exc in sorted(decoded.errors.items()):
+            self.metrics.invalid_updates.labels(exc.field).inc()
+            dead.append(_dead_letter(records[i][1], records[i][0], exc))
+        kept = newest_per_key(decoded.columns)
+        if kept.duplicates:
+            self.metrics.store_writes.labels("duplicate").inc(kept.duplicates)
+        if kept.stale:
+            self.metrics.store_writes.labels("stale").inc(kept.stale)
         if (
             dead
             and await self._retrying(
@@ -222,11 +223,11 @@ class Refresher:
             is None
         ):
             return False
-        if not newest:
+        if not len(kept.rows):
             return True
-        updates = list(newest.values())
+        updates = decoded.columns.take(kept.rows)
 
-        async def write() -> list[WriteResult]:
+        async def write() -> BatchWrite:
             try:
                 return await store.write_batch(updates, stored_at=time.time())
             except StoreUnavailableError:
@@ -234,44 +235,33 @@ class Refresher:
                 raise
 
         started = time.perf_counter()
-        results = await self._retrying("writing to the store", write, stop, "store_write")
-        if results is None:
+        written = await self._retrying("writing to the store", write, stop, "store_write")
+        if written is None:
             return False
         self._store_answered()
         self.metrics.write_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_updates.observe(len(updates))
-        self._account(updates, results, written_at=time.time())
+        self._account(updates, written, written_at=time.time())
         return True
 
-    def _count_coalesced(self, update: LTEUpdate, kept: LTEUpdate) -> None:
-        """One of two updates for a key in this batch will never reach the store."""
-        same = update.order_key() == kept.order_key()
-        self.metrics.store_writes.labels("duplicate" if same else "stale").inc()
-
-    def _account(
-        self, updates: Sequence[LTEUpdate], results: Sequence[WriteResult], *, written_at: float
-    ) -> None:
-        outcomes: Counter[str] = Counter()
-        staleness: list[float] = []
-        moved: list[tuple[F32Array, F32Array]] = []
-        for update, result in zip(updates, results, strict=True):
-            outcomes[result.outcome.value] += 1
-            if result.outcome is WriteOutcome.STALE:
-                continue
-            previous = result.previous
-            if result.outcome is WriteOutcome.WRITTEN:
-                staleness.append(written_at - update.due_at)
-                if (
-                    previous is not None
-                    and previous.update.vector is not None
-                    and update.vector is not None
-                ):
-                    moved.append((previous.update.vector, update.vector))
-            self.drift.observe(update, previous)
-        for outcome, n in outcomes.items():
-            self.metrics.store_writes.labels(outcome).inc(n)
-        self.metrics.staleness.observe_many(np.maximum(0.0, np.asarray(staleness)))
-        self.metrics.drift.observe_many(cosine_distances(moved))
+    def _account(self, updates: UpdateColumns, written: BatchWrite, *, written_at: float) -> None:
+        """Outcomes, staleness and drift of a whole batch with a few numpy calls."""
+        outcomes = written.outcomes
+        for code, n in enumerate(np.bincount(outcomes, minlength=len(OUTCOMES)).tolist()):
+            if n:
+                self.metrics.store_writes.labels(OUTCOMES[code].value).inc(n)
+        fresh = outcomes == WRITTEN
+        self.metrics.staleness.observe_many(np.maximum(0.0, written_at - updates.due_at[fresh]))
+        replaced = replaced_parts(written.previous)
+        moved = [
+            (old, new)
+            for old, new, was_written in zip(
+                replaced.vector, updates.vector, fresh.tolist(), strict=True
+            )
+            if was_written and old is not None and new is not None
+        ]
+        self.metrics.drift.observe_many(cosine_distances_raw(moved))
+        self.drift.observe_batch(updates, outcomes != STALE, replaced)
         self.drift.publish()
 
     async def _retrying(
@@ -351,17 +341,27 @@ def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:
     return ping
 
 
-def _decode_all(records: list[Any]) -> list[LTEUpdate | UpdateFormatError]:
-    """Decode a batch, binary and JSON records alike (:func:`decode_mixed`), then check each
-    record's key."""
+def _decode_all(records: list[Any]) -> DecodedColumns:
+    """Decode a batch into columns, binary and JSON records alike (:func:`decode_columns`),
+    then check each record's key; a failed check turns the row into that record's error."""
     values = [r.value if r.value is not None else b"" for r in records]
-    out = decode_mixed(values)
-    for i, (record, update) in enumerate(zip(records, out, strict=True)):
+    decoded = decode_columns(values)
+    errors = dict(decoded.errors)
+    for i, record in enumerate(records):
         if record.value is None:
-            out[i] = UpdateFormatError("value", "missing (a null record value)")
-        elif isinstance(update, LTEUpdate) and record.key != update.user_id.encode():
-            out[i] = UpdateFormatError("key", "the record key must equal user_id")
-    return out
+            errors[i] = UpdateFormatError("value", "missing (a null record value)")
+    source = decoded.source.tolist()
+    wrong = [
+        row
+        for row, (i, user_id) in enumerate(zip(source, decoded.columns.user_id, strict=True))
+        if records[i].key != user_id.encode()
+    ]
+    if not wrong:
+        return DecodedColumns(decoded.columns, decoded.source, errors)
+    for row in wrong:
+        errors[source[row]] = UpdateFormatError("key", "the record key must equal user_id")
+    keep = np.setdiff1d(np.arange(len(source)), wrong)
+    return DecodedColumns(decoded.columns.take(keep), decoded.source[keep], errors)
 
 
 def _dead_letter(record: Any, tp: TopicPartition, exc: UpdateFormatError) -> OutRecord:

@@ -25,28 +25,31 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from rocksdict import AccessType, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
-from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreOpenError, StoreUnavailableError
 from serving.online_store import (
+    DUPLICATE,
+    STALE,
+    BatchWrite,
     OnlineStore,
     StoredLTE,
     StoreKey,
     VersionPair,
-    WriteOutcome,
-    WriteResult,
 )
 from serving.store_format import (
     PAIRS_KEY,
     decode_found,
-    decode_replaced,
-    encode_entry,
+    encode_entries,
     entry_key,
+    entry_keys,
     is_entry,
     order_key_of,
     pair_field,
     parse_pair_field,
+    user_key,
 )
 
 CATCH_UP_SECONDS = 0.1
@@ -99,50 +102,49 @@ class RocksDBStore(OnlineStore):
     def describe(self) -> str:
         return f"rocksdb://{self.path}" + ("" if self._writer else " (read-only follower)")
 
-    async def write_batch(
-        self, updates: Sequence[LTEUpdate], *, stored_at: float
-    ) -> list[WriteResult]:
+    async def write_batch(self, updates: UpdateColumns, *, stored_at: float) -> BatchWrite:
         """The compare-and-write runs on a worker thread: a synced WAL write takes
         milliseconds, and the read API may share this event loop (``--serve``). Batches are
         still serialised (the refresher awaits each), which keeps the check atomic."""
         if not self._writer:
             raise StoreOpenError(f"{self.describe()} was opened read-only")
-        if not updates:
-            return []
+        if not len(updates):
+            return BatchWrite.empty()
         return await asyncio.to_thread(self._write_batch, updates, stored_at)
 
-    def _write_batch(self, updates: Sequence[LTEUpdate], stored_at: float) -> list[WriteResult]:
-        keys = [StoreKey.of(u) for u in updates]
-        raw_keys = [entry_key(k) for k in keys]
+    def _write_batch(self, updates: UpdateColumns, stored_at: float) -> BatchWrite:
+        raw_keys = entry_keys(updates, layout=user_key)
         try:
             found: list[bytes | None] = self._db.get([*raw_keys]) or []
         except Exception as exc:
             raise self._unavailable(exc) from exc
+        values = encode_entries(updates, stored_at)
         latest: dict[bytes, bytes] = {}
         batch = WriteBatch(raw_mode=True)
-        results: list[WriteResult] = []
-        for key, raw, update, stored in zip(keys, raw_keys, updates, found, strict=True):
+        outcomes = np.zeros(len(updates), dtype=np.int8)
+        previous: list[bytes | None] = [None] * len(updates)
+        orders = updates.order.tolist()
+        for i, (raw, stored, value) in enumerate(zip(raw_keys, found, values, strict=True)):
             old = latest.get(raw, stored)
-            outcome = WriteOutcome.WRITTEN
             if old is not None and is_entry(old):
                 have = order_key_of(old)
-                new = update.order_key()
+                new = tuple(orders[i])
                 if new < have:
-                    results.append(WriteResult(WriteOutcome.STALE, None))
+                    outcomes[i] = STALE
                     continue
                 if new == have:
-                    outcome = WriteOutcome.DUPLICATE
-            value = encode_entry(update, stored_at)
+                    outcomes[i] = DUPLICATE
             batch.put(raw, value)
             latest[raw] = value
-            results.append(WriteResult(outcome, None if old is None else decode_replaced(key, old)))
-        for pair in {pair_field(k.basis_version, k.encoder) for k in keys}:
-            batch.put(_PAIRS_PREFIX + pair, _WHEN.pack(stored_at))
+            previous[i] = old
+        _, pairs = updates.pair_codes()
+        for basis_version, encoder in pairs:
+            batch.put(_PAIRS_PREFIX + pair_field(basis_version, encoder), _WHEN.pack(stored_at))
         try:
             self._db.write(batch)
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        return results
+        return BatchWrite(outcomes, previous)
 
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
         if not keys:

@@ -43,13 +43,16 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreDataError
-from serving.online_store import StoredLTE, StoreKey
+from serving.online_store import OUTCOMES, BatchWrite, StoredLTE, StoreKey, WriteResult
 
 FORMAT_VERSION = 2
 UNVERSIONED_FORMAT = 1
@@ -60,6 +63,11 @@ VERSION_OFFSET = HEADER.size
 ENTRY_PREFIX = b"lte:"
 PAIRS_KEY = b"lte-meta:pairs"
 _F32 = np.dtype("<f4")
+STORED_AT_OFFSET = 25
+DIMS_OFFSET = 65
+_STORED_AT = struct.Struct("<d")
+_DIMS = struct.Struct("<II")
+F64Array = npt.NDArray[np.float64]
 log = logging.getLogger(__name__)
 
 
@@ -72,7 +80,7 @@ def _unescape(part: str) -> str:
 
 
 def entry_key(key: StoreKey) -> bytes:
-    return ENTRY_PREFIX + pair_field(key.basis_version, key.encoder) + b":" + key.user_id.encode()
+    return user_key(pair_field(key.basis_version, key.encoder), key.user_id)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -115,6 +123,129 @@ def encode_entry(update: LTEUpdate, stored_at: float) -> bytes:
         + coefficients.astype(_F32, copy=False).tobytes()
         + vector.astype(_F32, copy=False).tobytes()
     )
+
+
+_HEADER_FIELDS = [
+    ("format", "u1"),
+    ("as_of", "<f8"),
+    ("due_at", "<f8"),
+    ("produced_at", "<f8"),
+    ("stored_at", "<f8"),
+    ("window_start", "<f8"),
+    ("window_end", "<f8"),
+    ("weight_sum", "<f8"),
+    ("n_events", "<u8"),
+    ("k", "<u4"),
+    ("d", "<u4"),
+]
+_HEADER_ROW = np.dtype(_HEADER_FIELDS)
+_VERSIONED_ROW = np.dtype([*_HEADER_FIELDS, ("offset", "<f8"), ("end", "<f8")])
+assert _HEADER_ROW.itemsize == HEADER.size and _VERSIONED_ROW.itemsize == VERSIONED_HEADER.size
+
+
+def entry_keys(columns: UpdateColumns, *, layout: Callable[[bytes, str], bytes]) -> list[bytes]:
+    """The entry key of every row; ``layout(pair_field, user_id)`` is the backend's key of
+    a user under a pair (:func:`user_key` here, hash-tagged on Redis Cluster)."""
+    return [
+        layout(pair_field(b, e), u)
+        for b, e, u in zip(columns.basis_version, columns.encoder, columns.user_id, strict=True)
+    ]
+
+
+def user_key(pair: bytes, user_id: str) -> bytes:
+    """:func:`entry_key` from a pair's field."""
+    return ENTRY_PREFIX + pair + b":" + user_id.encode()
+
+
+def encode_entries(columns: UpdateColumns, stored_at: float) -> list[bytes]:
+    """:func:`encode_entry` of every row, with the headers of the whole batch packed by one
+    numpy assignment per field and the vectors taken as the bytes the update carried."""
+    n = len(columns)
+    if n == 0:
+        return []
+    versioned = columns.versioned
+    k = np.array([0 if c is None else len(c) // 4 for c in columns.coefficients], np.uint32)
+    d = np.array([0 if v is None else len(v) // 4 for v in columns.vector], np.uint32)
+    headers: list[bytes] = [b""] * n
+    for wanted, dtype, code in (
+        (versioned, _VERSIONED_ROW, FORMAT_VERSION),
+        (~versioned, _HEADER_ROW, UNVERSIONED_FORMAT),
+    ):
+        rows = np.flatnonzero(wanted)
+        if not len(rows):
+            continue
+        packed = np.zeros(len(rows), dtype)
+        packed["format"] = code
+        packed["as_of"] = columns.as_of[rows]
+        packed["due_at"] = columns.due_at[rows]
+        packed["produced_at"] = columns.produced_at[rows]
+        packed["stored_at"] = stored_at
+        packed["window_start"] = columns.window_start[rows]
+        packed["window_end"] = columns.window_end[rows]
+        packed["weight_sum"] = columns.weight_sum[rows]
+        packed["n_events"] = columns.n_events[rows]
+        packed["k"] = k[rows]
+        packed["d"] = d[rows]
+        if code == FORMAT_VERSION:
+            packed["offset"] = columns.order[rows, 1]
+            packed["end"] = columns.order[rows, 2]
+        blob = packed.tobytes()
+        size = dtype.itemsize
+        for j, i in enumerate(rows.tolist()):
+            headers[i] = blob[j * size : (j + 1) * size]
+    return [
+        h + (c or b"") + (v or b"")
+        for h, c, v in zip(headers, columns.coefficients, columns.vector, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """What the entries a batch replaced held, as the refresher's accounting needs it:
+    ``stored_at`` (NaN where nothing was replaced) and the vector bytes (None where there
+    was none: no entry, an emptied window, or a value that is not an entry)."""
+
+    stored_at: F64Array
+    vector: list[bytes | None]
+
+
+def replaced_parts(previous: Sequence[bytes | None]) -> Replaced:
+    """:class:`Replaced` of the raw values a write returned. Bytes that are not an entry
+    were overwritten like a missing entry; that is logged (as by :func:`decode_replaced`)."""
+    stored_at = np.full(len(previous), np.nan)
+    vectors: list[bytes | None] = [None] * len(previous)
+    for i, data in enumerate(previous):
+        if not data:
+            continue
+        size = _header_size(data) if is_entry(data) else -1
+        if size < 0:
+            log.warning("overwrote a value that was not an LTE entry (%d bytes)", len(data))
+            continue
+        (when,) = _STORED_AT.unpack_from(data, STORED_AT_OFFSET)
+        k, d = _DIMS.unpack_from(data, DIMS_OFFSET)
+        if len(data) != size + 4 * (k + d):
+            log.warning("overwrote an LTE entry that was truncated (%d bytes)", len(data))
+            continue
+        stored_at[i] = when
+        if d:
+            vectors[i] = data[size + 4 * k :]
+    return Replaced(stored_at, vectors)
+
+
+def as_results(columns: UpdateColumns, written: BatchWrite) -> list[WriteResult]:
+    """A batch's outcomes as one :class:`WriteResult` per row, the replaced entries decoded
+    (tests and tools; the refresher reads :class:`BatchWrite` directly)."""
+    return [
+        WriteResult(
+            OUTCOMES[code],
+            None
+            if old is None
+            else decode_replaced(StoreKey(columns.basis_version[i], columns.encoder[i], u), old),
+        )
+        for i, (u, code, old) in enumerate(
+            zip(columns.user_id, written.outcomes.tolist(), written.previous, strict=True)
+        )
+    ]
 
 
 def _header_size(data: bytes) -> int:

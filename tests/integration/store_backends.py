@@ -16,9 +16,11 @@ import orjson
 from lte_core.errors import UpdateFormatError
 from lte_core.update import LTEUpdate, decode_update, encode_update
 from lte_core.update_avro import decode_mixed
+from lte_core.update_columns import UpdateColumns
 from lte_runtime.kafka.batch_sender import OutRecord
 from lte_runtime.redis_server import RedisServer
 from serving.online_store import OnlineStore, StoredLTE, StoreKey, VersionPair, WriteResult
+from serving.store_format import as_results
 from serving.store_url import RedisLocation, RocksDBLocation, StoreLocation, open_store
 
 T = TypeVar("T")
@@ -43,7 +45,8 @@ class SyncStore:
         return self.loop.run_until_complete(coro)
 
     def write(self, updates: Sequence[LTEUpdate], stored_at: float = 1e9) -> list[WriteResult]:
-        return self.run(self.store.write_batch(updates, stored_at=stored_at))
+        columns = UpdateColumns.of(updates)
+        return as_results(columns, self.run(self.store.write_batch(columns, stored_at=stored_at)))
 
     def get(self, key: StoreKey) -> StoredLTE | None:
         return self.run(self.store.get_many([key]))[0]

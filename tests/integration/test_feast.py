@@ -22,6 +22,7 @@ import pytest
 
 from lte_core.basis import BasisArtifact
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from lte_runtime.redis_server import RedisServer
 from serving.feast_repo import ViewNames
 from serving.online_store import StoreKey
@@ -293,8 +294,11 @@ def test_racing_writers_leave_the_newest_lte_in_feast(feast_repo: Repo) -> None:
         b = FeastStore(FeastLocation(feast_repo.path))
         try:
             await asyncio.gather(
-                *(a.write_batch(batch, stored_at=1.0) for batch in rounds),
-                *(b.write_batch(batch, stored_at=2.0) for batch in reversed(rounds)),
+                *(a.write_batch(UpdateColumns.of(batch), stored_at=1.0) for batch in rounds),
+                *(
+                    b.write_batch(UpdateColumns.of(batch), stored_at=2.0)
+                    for batch in reversed(rounds)
+                ),
             )
         finally:
             await a.close()
@@ -318,7 +322,9 @@ def test_a_pair_without_a_view_stops_the_sink_with_what_to_run(feast_repo: Repo)
         store = FeastStore(FeastLocation(feast_repo.path))
         try:
             await store.write_batch(
-                [make_update("u", 1.0, 1.0, [1.0] * D, basis_version="not-in-the-repo")],
+                UpdateColumns.of(
+                    [make_update("u", 1.0, 1.0, [1.0] * D, basis_version="not-in-the-repo")]
+                ),
                 stored_at=1.0,
             )
         finally:

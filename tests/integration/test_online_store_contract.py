@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from lte_runtime.redis_cluster import LocalRedisCluster
 from lte_runtime.redis_server import RedisServer
 from serving.errors import StoreOpenError
@@ -199,8 +200,11 @@ def test_redis_compares_and_writes_atomically_under_concurrent_writers(
         a, b = open_store(where, writer=True), open_store(where, writer=True)
         try:
             await asyncio.gather(
-                *(a.write_batch(batch, stored_at=1.0) for batch in rounds),
-                *(b.write_batch(batch, stored_at=2.0) for batch in reversed(rounds)),
+                *(a.write_batch(UpdateColumns.of(batch), stored_at=1.0) for batch in rounds),
+                *(
+                    b.write_batch(UpdateColumns.of(batch), stored_at=2.0)
+                    for batch in reversed(rounds)
+                ),
             )
             return await a.get_many([StoreKey(basis, "mean", u) for u in users])
         finally:

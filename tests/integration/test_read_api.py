@@ -33,6 +33,7 @@ from yarl import URL
 
 from lte_core import update_avro
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from lte_runtime.redis_server import RedisServer
 from serving.read_api import build_app, negotiate, start_site
 from serving.settings import ApiSettings
@@ -447,7 +448,9 @@ def test_lte_serve_process_follows_a_rocksdb_writer_with_auth(tmp_path: Path) ->
 
     writer = RocksDBStore(path, writer=True)
     writer_loop.run_until_complete(
-        writer.write_batch([make_update("u", 1.0, 1.0, [1.0], basis_version="b")], stored_at=1.0)
+        writer.write_batch(
+            UpdateColumns.of([make_update("u", 1.0, 1.0, [1.0], basis_version="b")]), stored_at=1.0
+        )
     )
     serve = LteProcess(
         ["serve", "--store", f"rocksdb://{path}", "--log-level", "debug"],
@@ -461,7 +464,8 @@ def test_lte_serve_process_follows_a_rocksdb_writer_with_auth(tmp_path: Path) ->
         assert http_status(serve.port, "/v1/lte/u") == 401
         writer_loop.run_until_complete(
             writer.write_batch(
-                [make_update("v", 2.0, 2.0, [2.0], basis_version="b")], stored_at=2.0
+                UpdateColumns.of([make_update("v", 2.0, 2.0, [2.0], basis_version="b")]),
+                stored_at=2.0,
             )
         )
 

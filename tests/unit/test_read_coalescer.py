@@ -11,13 +11,14 @@ from collections.abc import Sequence
 import pytest
 
 from lte_core.update import LTEUpdate
+from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreUnavailableError
 from serving.online_store import (
+    BatchWrite,
     OnlineStore,
     StoredLTE,
     StoreKey,
     VersionPair,
-    WriteResult,
 )
 from serving.read_coalescer import ReadCoalescer
 
@@ -44,9 +45,7 @@ class RecordingStore(OnlineStore):
             raise StoreUnavailableError("down")
         return [self.entries.get(k) for k in keys]
 
-    async def write_batch(
-        self, updates: Sequence[LTEUpdate], *, stored_at: float
-    ) -> list[WriteResult]:
+    async def write_batch(self, updates: UpdateColumns, *, stored_at: float) -> BatchWrite:
         raise NotImplementedError
 
     async def versions(self) -> list[VersionPair]:

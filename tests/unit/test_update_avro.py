@@ -311,6 +311,13 @@ def test_batch_decoder_agrees_with_the_reference(
         if update_avro.is_avro(raw):  # the rest is read as JSON
             _agree(decoded, _reference(raw))
     assert isinstance(mixed[-1], LTEUpdate) and mixed[-1].user_id == batch[0].user_id
+    # the refresher's columnar decoder: the same rows and the same errors, by position
+    columns = update_avro.decode_columns([*values, encode_json(batch[0])])
+    rows = dict(zip(columns.source.tolist(), columns.columns.rows(), strict=True))
+    assert set(rows) | set(columns.errors) == set(range(len(mixed)))
+    assert not set(rows) & set(columns.errors)
+    for i, want in enumerate(mixed):
+        _agree(rows[i] if i in rows else columns.errors[i], want)
 
 
 def test_batch_decoder_keeps_vectors_apart() -> None:
