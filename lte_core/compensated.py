@@ -54,13 +54,20 @@ def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
     """
     n = terms.shape[0]
     starts = np.asarray(starts, dtype=np.int64)
-    seg = np.zeros(n, dtype=np.int64)
-    if len(starts) > 1:
-        seg[starts[1:]] = 1
-    seg = np.cumsum(seg)
-    hi = terms.astype(np.float64, copy=True)
+    if n == 0:
+        return terms.astype(np.float64, copy=True), np.zeros(terms.shape, dtype=np.float64)
+    lengths = np.diff(np.r_[starts, n])
+    # A one-term segment is its own sum. Only the rows of longer segments go up the tree,
+    # and a segment leaves it as soon as it is down to one row: a batch of mostly one-event
+    # users no longer copies every row at every level (same pairs, same bits).
+    hi_out = np.array(terms[starts], dtype=np.float64)
+    lo_out = np.zeros_like(hi_out)
+    seg_of_row = np.repeat(np.arange(len(starts)), lengths)
+    active = np.flatnonzero(lengths[seg_of_row] > 1)
+    hi = np.array(terms[active], dtype=np.float64)
     lo = np.zeros_like(hi)
-    while len(seg) and (len(seg) > len(starts)):
+    seg = seg_of_row[active]
+    while len(seg):
         first = np.r_[True, seg[1:] != seg[:-1]]
         pos = np.arange(len(seg)) - np.maximum.accumulate(np.where(first, np.arange(len(seg)), 0))
         has_next = np.r_[seg[1:] == seg[:-1], False]
@@ -68,8 +75,12 @@ def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
         lone = (pos % 2 == 0) & ~has_next
         li = np.flatnonzero(left)
         keep = np.sort(np.concatenate([li, np.flatnonzero(lone)]))
-        new_hi, new_lo = hi[keep].copy(), lo[keep].copy()
+        new_hi, new_lo = hi[keep], lo[keep]
         at = np.searchsorted(keep, li)
         new_hi[at], new_lo[at] = dd_add(hi[li], lo[li], hi[li + 1], lo[li + 1])
         hi, lo, seg = new_hi, new_lo, seg[keep]
-    return hi, lo
+        change = seg[1:] != seg[:-1]
+        done = np.r_[True, change] & np.r_[change, True]
+        hi_out[seg[done]], lo_out[seg[done]] = hi[done], lo[done]
+        hi, lo, seg = hi[~done], lo[~done], seg[~done]
+    return hi_out, lo_out
