@@ -170,49 +170,58 @@ def encode_rows(
     has = np.fromiter((v is not None for v in version), dtype=bool, count=len(version))
     pairs = np.array([v or (0, 0) for v in version], dtype=np.int64).reshape(-1, 2)
     return encode_columns(
-        [u.encode() for u in user_ids],
+        UpdateColumns(
+            user_ids=[u.encode() for u in user_ids],
+            last_offset=pairs[:, 0],
+            end_bucket=pairs[:, 1],
+            has_version=has,
+            as_of=as_of,
+            window_start=np.asarray(window_start, dtype=np.float64),
+            window_end=np.asarray(window_end, dtype=np.float64),
+            n_events=np.asarray(n_events, dtype=np.int64),
+            weight_sum=np.asarray(weight_sum, dtype=np.float64),
+            due_at=np.asarray(due_at, dtype=np.float64),
+            produced_at=produced_at,
+        ),
         basis_version=basis_version,
         encoder=encoder,
-        last_offset=pairs[:, 0],
-        end_bucket=pairs[:, 1],
-        has_version=has,
-        as_of=as_of,
-        window_start=np.asarray(window_start, dtype=np.float64),
-        window_end=np.asarray(window_end, dtype=np.float64),
-        n_events=np.asarray(n_events, dtype=np.int64),
-        weight_sum=np.asarray(weight_sum, dtype=np.float64),
-        due_at=np.asarray(due_at, dtype=np.float64),
-        produced_at=produced_at,
         vectors=vectors,
         coefficients=coefficients,
         filled=filled,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateColumns:
+    """The scalar fields of a flush's records, one numpy column each (what the worker
+    holds), with the user ids as UTF-8 bytes. ``has_version`` (default: all) says which
+    records carry a version; the others carry ``null``."""
+
+    user_ids: Sequence[bytes]
+    last_offset: I64Array
+    end_bucket: I64Array
+    as_of: float
+    window_start: F64Array
+    window_end: F64Array
+    n_events: I64Array
+    weight_sum: F64Array
+    due_at: F64Array
+    produced_at: float
+    has_version: npt.NDArray[np.bool_] | None = None
+
+
 def encode_columns(
-    user_ids: Sequence[bytes],
+    columns: UpdateColumns,
     *,
     basis_version: str,
     encoder: str,
-    last_offset: I64Array,
-    end_bucket: I64Array,
-    has_version: npt.NDArray[np.bool_] | None = None,
-    as_of: float,
-    window_start: F64Array,
-    window_end: F64Array,
-    n_events: I64Array,
-    weight_sum: F64Array,
-    due_at: F64Array,
-    produced_at: float,
     vectors: F32Array | None,
     coefficients: F32Array | None,
     filled: Sequence[int],
 ) -> list[bytes]:
-    """:func:`encode_rows` from numpy columns (what the worker holds), with the user ids as
-    UTF-8 bytes: everything but the vectors is laid out for all records in one numpy buffer
-    (:func:`_heads`), so no field costs Python per record. ``has_version`` (default: all)
-    says which records carry a version; the others carry ``null``."""
-    n = len(user_ids)
+    """:func:`encode_rows` from numpy columns: everything but the vectors is laid out for
+    all records in one numpy buffer (:func:`_heads`), so no field costs Python per record."""
+    n = len(columns.user_ids)
     vec_part = [b"\x00"] * n
     coef_part = [b"\x00"] * n
     if len(filled):
@@ -234,20 +243,7 @@ def encode_columns(
             for j, position in enumerate(filled):
                 if wanted is None or wanted[j]:
                     part[position] = lead + raw[j * width : (j + 1) * width]
-    heads = _heads(
-        user_ids,
-        middle=_string(basis_version) + _string(encoder),
-        last_offset=last_offset,
-        end_bucket=end_bucket,
-        has_version=np.ones(n, dtype=bool) if has_version is None else has_version,
-        as_of=as_of,
-        window_start=window_start,
-        window_end=window_end,
-        n_events=n_events,
-        weight_sum=weight_sum,
-        due_at=due_at,
-        produced_at=produced_at,
-    )
+    heads = _heads(columns, middle=_string(basis_version) + _string(encoder))
     return [h + v + c for h, v, c in zip(heads, vec_part, coef_part, strict=True)]
 
 
@@ -268,40 +264,27 @@ def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
     return groups, lengths
 
 
-def _heads(
-    names: Sequence[bytes],
-    *,
-    middle: bytes,
-    last_offset: I64Array,
-    end_bucket: I64Array,
-    has_version: npt.NDArray[np.bool_],
-    as_of: float,
-    window_start: F64Array,
-    window_end: F64Array,
-    n_events: I64Array,
-    weight_sum: F64Array,
-    due_at: F64Array,
-    produced_at: float,
-) -> list[bytes]:
+def _heads(c: UpdateColumns, *, middle: bytes) -> list[bytes]:
     """Each record up to ``produced_at`` (everything but the vectors), laid out for all rows
     in one byte buffer by numpy and cut into rows: no per-field Python per record."""
+    names = c.user_ids
     n = len(names)
     if n == 0:
         return []
-    has = has_version
+    has = np.ones(n, dtype=bool) if c.has_version is None else c.has_version
     name_len = np.fromiter(map(len, names), dtype=np.int64, count=n)
-    varint_cols = np.concatenate([name_len, last_offset, end_bucket, n_events])
+    varint_cols = np.concatenate([name_len, c.last_offset, c.end_bucket, c.n_events])
     groups, lengths = _varints(varint_cols)
     groups = groups.reshape(4, n, -1)
     lengths = lengths.reshape(4, n)
     lengths[1:3, ~has] = 0
     doubles = np.empty((n, 6), dtype="<f8")
-    doubles[:, 0] = as_of
-    doubles[:, 1] = window_start
-    doubles[:, 2] = window_end
-    doubles[:, 3] = weight_sum
-    doubles[:, 4] = due_at
-    doubles[:, 5] = produced_at
+    doubles[:, 0] = c.as_of
+    doubles[:, 1] = c.window_start
+    doubles[:, 2] = c.window_end
+    doubles[:, 3] = c.weight_sum
+    doubles[:, 4] = c.due_at
+    doubles[:, 5] = c.produced_at
     raw_doubles = doubles.view(np.uint8)
     branch = np.where(has, 2, 0).astype(np.uint8)
     # segments in record order; each row's width
@@ -672,6 +655,7 @@ __all__ = [
     "PREFIX",
     "SCHEMA_TEXT",
     "DecodedBatch",
+    "UpdateColumns",
     "crc64_avro",
     "decode",
     "decode_batch",

@@ -11,7 +11,7 @@ import orjson
 
 from lte_core.encoders import Encoder
 from lte_core.engine import NEVER, EngineResult
-from lte_core.update_avro import encode_columns
+from lte_core.update_avro import UpdateColumns, encode_columns
 from lte_core.window import WindowSpec
 from lte_core.window_lte import WindowLTEs, window_ltes
 from streams.clock import Clock
@@ -160,19 +160,21 @@ class UpdateBuilder:
     ) -> UpdateBatch:
         keys = [users[i] for i in rows.tolist()]
         values = encode_columns(
-            keys,
+            UpdateColumns(
+                user_ids=keys,
+                # the user's version (docs/contracts.md): last applied offset, then window end
+                last_offset=result.last_offset[rows],
+                end_bucket=result.end[rows],
+                as_of=now,
+                window_start=lte.window_start.astype(np.float64),
+                window_end=lte.window_end.astype(np.float64),
+                n_events=lte.n_events.astype(np.int64),
+                weight_sum=lte.weight_sum.astype(np.float64),
+                due_at=due,
+                produced_at=time.time(),
+            ),
             basis_version=self._basis_version,
             encoder=self._encoder.name,
-            # the user's version (docs/contracts.md): last applied offset, then window end
-            last_offset=result.last_offset[rows],
-            end_bucket=result.end[rows],
-            as_of=now,
-            window_start=lte.window_start.astype(np.float64),
-            window_end=lte.window_end.astype(np.float64),
-            n_events=lte.n_events.astype(np.int64),
-            weight_sum=lte.weight_sum.astype(np.float64),
-            due_at=due,
-            produced_at=time.time(),
             vectors=lte.vectors,
             coefficients=None if lte.coefficients is lte.vectors else lte.coefficients,
             filled=lte.filled.tolist(),
