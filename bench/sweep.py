@@ -9,7 +9,9 @@ batches of 20,000 (the worker's default batch); then a second host on the same s
 directory, with its clock past the edge where that bucket leaves the 30-day window, restores
 and claims the partition and the sweep advances every user (each window empties, each user
 gets an update and its changelog records). The figure is the time of ``EngineHost.sweep()``
-until no user is due, reported with µs per user; medians of ``--repeats``.
+until no user is due, reported with µs per user, and the CPU time of this process over the
+same call (RocksDB's threads included, the broker not: on a shared machine the steadier of the
+two); medians of ``--repeats``.
 
 Reference in the same run: ``apply``, the time the same host took to apply the users' first
 events (the event path over the same users and the same store). Results:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -103,15 +106,15 @@ async def one_run(bootstrap: str, basis: Path, state: Path, users: int) -> dict[
     try:
         await host.assign([tp])
         swept_before = host.metrics.sweep_users._value.get()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await host.sweep()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         swept = host.metrics.sweep_users._value.get() - swept_before
     finally:
         await host.stop()
     if swept != users:
         raise RuntimeError(f"swept {swept:.0f} users, expected {users}")
-    return {"apply_s": applied, "sweep_s": elapsed}
+    return {"apply_s": applied, "sweep_s": elapsed, "sweep_cpu_s": cpu, "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -136,7 +139,8 @@ def main() -> None:
                 )
             print(
                 f"  run {r + 1}: apply {runs[-1]['apply_s']:.2f} s, "
-                f"sweep {runs[-1]['sweep_s']:.2f} s",
+                f"sweep {runs[-1]['sweep_s']:.2f} s ({runs[-1]['sweep_cpu_s']:.2f} s CPU of this "
+                f"process), load {runs[-1]['load']:.1f}",
                 flush=True,
             )
     sweep_s = statistics.median(r["sweep_s"] for r in runs)
@@ -146,6 +150,9 @@ def main() -> None:
         "silent_users": users,
         "sweep_seconds": round(sweep_s, 2),
         "us_per_user": round(sweep_s / users * 1e6, 1),
+        "cpu_us_per_user": round(
+            statistics.median(r["sweep_cpu_s"] for r in runs) / users * 1e6, 1
+        ),
         "users_per_s": round(users / sweep_s),
         "apply_seconds": round(apply_s, 2),
     }
