@@ -54,6 +54,7 @@ BENCHES = (
     ),
     Bench("freshness"),
     Bench("staleness"),
+    Bench("sweep"),
     Bench("snapshot"),
     Bench("platform"),
 )
@@ -187,6 +188,19 @@ def staleness_rows() -> Iterator[Row]:
             "target": "p99 ≤ 1 s at 70% of max" if at_70 else "",
             "": _mark(r["p99_ms"] <= 1000) if at_70 else "",
         }
+def sweep_rows() -> Iterator[Row]:
+    doc = load("sweep")
+    if doc is None:
+        return
+    s = doc["sweep"]
+    yield {
+        "measure": f"sweep of {s['silent_users']:,} silent users, in process{_quick(doc)}",
+        "figure": f"{s['sweep_seconds']} s ({s['us_per_user']} µs/user)",
+        "reference (same run)": f"{s['cpu_us_per_user']} µs CPU/user; applying their events "
+        f"took {s['apply_seconds']} s",
+        "target": "10^6 users < 15 s",
+        "": _mark(s["silent_users"] >= 1_000_000 and s["sweep_seconds"] < 15),
+    }
 
 
 def state_rows() -> Iterator[Row]:
@@ -335,6 +349,7 @@ SECTIONS: tuple[Callable[[], Iterator[Row]], ...] = (
     peer_rows,
     freshness_rows,
     staleness_rows,
+    sweep_rows,
     state_rows,
     window_rows,
     lambda: serving_rows("serving-d64"),

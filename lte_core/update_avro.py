@@ -22,6 +22,7 @@ against ``fastavro``, an independent implementation of the Avro specification.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -167,8 +168,63 @@ def encode_rows(
     window is not empty), in that order; ``coefficients is None`` means they are the vectors
     (identity basis). Equal to :func:`encode` record by record (tested).
     """
-    middle = _string(basis_version) + _string(encoder)
-    n = len(user_ids)
+    has = np.fromiter((v is not None for v in version), dtype=bool, count=len(version))
+    pairs = np.array([v or (0, 0) for v in version], dtype=np.int64).reshape(-1, 2)
+    return encode_columns(
+        FlushColumns(
+            user_ids=[u.encode() for u in user_ids],
+            last_offset=pairs[:, 0],
+            end_bucket=pairs[:, 1],
+            has_version=has,
+            as_of=as_of,
+            window_start=np.asarray(window_start, dtype=np.float64),
+            window_end=np.asarray(window_end, dtype=np.float64),
+            n_events=np.asarray(n_events, dtype=np.int64),
+            weight_sum=np.asarray(weight_sum, dtype=np.float64),
+            due_at=np.asarray(due_at, dtype=np.float64),
+            produced_at=produced_at,
+        ),
+        basis_version=basis_version,
+        encoder=encoder,
+        vectors=vectors,
+        coefficients=coefficients,
+        filled=filled,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FlushColumns:
+    """The scalar fields of a flush's records, one numpy column each (what the worker
+    holds), with the user ids as UTF-8 bytes. ``has_version`` (default: all) says which
+    records carry a version; the others carry ``null``. The encoder's input: one basis and
+    encoder for every row, vectors apart. (A decoded batch, with every field and the raw
+    vectors, is :class:`~lte_core.update_columns.UpdateColumns`, the refresher's.)"""
+
+    user_ids: Sequence[bytes]
+    last_offset: I64Array
+    end_bucket: I64Array
+    as_of: float
+    window_start: F64Array
+    window_end: F64Array
+    n_events: I64Array
+    weight_sum: F64Array
+    due_at: F64Array
+    produced_at: float
+    has_version: npt.NDArray[np.bool_] | None = None
+
+
+def encode_columns(
+    columns: FlushColumns,
+    *,
+    basis_version: str,
+    encoder: str,
+    vectors: F32Array | None,
+    coefficients: F32Array | None,
+    filled: Sequence[int],
+) -> list[bytes]:
+    """:func:`encode_rows` from numpy columns: everything but the vectors is laid out for
+    all records in one numpy buffer (:func:`_heads`), so no field costs Python per record."""
+    n = len(columns.user_ids)
     vec_part = [b"\x00"] * n
     coef_part = [b"\x00"] * n
     if len(filled):
@@ -190,24 +246,92 @@ def encode_rows(
             for j, position in enumerate(filled):
                 if wanted is None or wanted[j]:
                     part[position] = lead + raw[j * width : (j + 1) * width]
-    tail_pack = _DOUBLES3.pack
-    head_pack = _DOUBLES3.pack
-    return [
-        b"".join(
-            (
-                PREFIX,
-                _string(user_ids[i]),
-                middle,
-                _version(version[i]),
-                head_pack(as_of, window_start[i], window_end[i]),
-                _long(n_events[i]),
-                tail_pack(weight_sum[i], due_at[i], produced_at),
-                vec_part[i],
-                coef_part[i],
-            )
-        )
-        for i in range(n)
-    ]
+    heads = _heads(columns, middle=_string(basis_version) + _string(encoder))
+    return [h + v + c for h, v, c in zip(heads, vec_part, coef_part, strict=True)]
+
+
+def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
+    """Avro ``long`` of each value (zig-zag, base-128 varint) as rows of a byte matrix as
+    wide as the longest one, and each one's length: :func:`_long` for a column at once."""
+    v = values.astype(np.int64)
+    z = ((v << 1) ^ (v >> 63)).view(np.uint64)
+    lengths = np.ones(len(z), dtype=np.int64)
+    rest = z >> np.uint64(7)
+    while rest.any():
+        lengths += rest != 0
+        rest >>= np.uint64(7)
+    width = int(lengths.max()) if len(z) else 1
+    shifts = np.arange(0, 7 * width, 7, dtype=np.uint64)
+    groups = ((z[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+    groups[np.arange(width) < (lengths - 1)[:, None]] |= 0x80
+    return groups, lengths
+
+
+def _heads(c: FlushColumns, *, middle: bytes) -> list[bytes]:
+    """Each record up to ``produced_at`` (everything but the vectors), laid out for all rows
+    in one byte buffer by numpy and cut into rows: no per-field Python per record."""
+    names = c.user_ids
+    n = len(names)
+    if n == 0:
+        return []
+    has = np.ones(n, dtype=bool) if c.has_version is None else c.has_version
+    name_len = np.fromiter(map(len, names), dtype=np.int64, count=n)
+    varint_cols = np.concatenate([name_len, c.last_offset, c.end_bucket, c.n_events])
+    groups, lengths = _varints(varint_cols)
+    groups = groups.reshape(4, n, -1)
+    lengths = lengths.reshape(4, n)
+    lengths[1:3, ~has] = 0
+    doubles = np.empty((n, 6), dtype="<f8")
+    doubles[:, 0] = c.as_of
+    doubles[:, 1] = c.window_start
+    doubles[:, 2] = c.window_end
+    doubles[:, 3] = c.weight_sum
+    doubles[:, 4] = c.due_at
+    doubles[:, 5] = c.produced_at
+    raw_doubles = doubles.view(np.uint8)
+    branch = np.where(has, 2, 0).astype(np.uint8)
+    # segments in record order; each row's width
+    widths = np.stack(
+        [
+            np.full(n, len(PREFIX)),
+            lengths[0],
+            name_len,
+            np.full(n, len(middle)),
+            np.ones(n, dtype=np.int64),
+            lengths[1],
+            lengths[2],
+            np.full(n, 24),
+            lengths[3],
+            np.full(n, 24),
+        ],
+        axis=1,
+    )
+    ends = np.cumsum(widths.reshape(-1))
+    starts = (ends - widths.reshape(-1)).reshape(n, -1)
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+
+    def fixed(column: int, data: npt.NDArray[np.uint8]) -> None:
+        out[starts[:, column, None] + np.arange(data.shape[-1])] = data
+
+    def ragged(column: int, data: npt.NDArray[np.uint8], width: I64Array) -> None:
+        mask = np.arange(data.shape[1]) < width[:, None]
+        out[(starts[:, column, None] + np.arange(data.shape[1]))[mask]] = data[mask]
+
+    fixed(0, np.frombuffer(PREFIX, dtype=np.uint8))
+    ragged(1, groups[0], lengths[0])
+    flat = np.frombuffer(b"".join(names), dtype=np.uint8)
+    first = np.cumsum(name_len) - name_len
+    out[np.repeat(starts[:, 2] - first, name_len) + np.arange(len(flat))] = flat
+    fixed(3, np.frombuffer(middle, dtype=np.uint8))
+    out[starts[:, 4]] = branch
+    ragged(5, groups[1], lengths[1])
+    ragged(6, groups[2], lengths[2])
+    fixed(7, raw_doubles[:, :24])
+    ragged(8, groups[3], lengths[3])
+    fixed(9, raw_doubles[:, 24:])
+    blob = out.tobytes()
+    cuts = np.r_[0, ends.reshape(n, -1)[:, -1]].tolist()
+    return [blob[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 class _Reader:
@@ -664,6 +788,7 @@ __all__ = [
     "SCHEMA_TEXT",
     "DecodedBatch",
     "DecodedColumns",
+    "FlushColumns",
     "crc64_avro",
     "decode",
     "decode_batch",
@@ -671,6 +796,7 @@ __all__ = [
     "decode_many",
     "decode_mixed",
     "encode",
+    "encode_columns",
     "encode_rows",
     "is_avro",
 ]

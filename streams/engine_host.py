@@ -235,14 +235,16 @@ class EngineHost:
         """Advance every due user of every owned partition, a bounded batch at a time."""
         s = self.settings
         for partition in list(self.processors):
+            resume = False
             while True:
                 async with self._lock(partition):
                     processor = self.processors.get(partition)
                     if processor is None:
                         break
-                    swept = await processor.sweep(s.sweep_batch)
+                    swept = await processor.sweep(s.sweep_batch, resume=resume)
                 if swept < s.sweep_batch:
                     break
+                resume = True
 
     def publish_state_bytes(self) -> None:
         for partition, processor in list(self.processors.items()):

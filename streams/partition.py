@@ -59,6 +59,7 @@ from streams.updates import NO_UPDATES, UpdateBatch, UpdateBuilder
 from streams.validation import BatchValidator, RawRecord, ValidBatch
 from streams.window_store import (
     CLOCK_FORMAT,
+    DUE,
     HEAD,
     META_CHANGELOG,
     META_CLOCK,
@@ -122,6 +123,7 @@ class PartitionProcessor:
         # written before that counts its heads, once
         self.users = users if users is not None else store.count_keys(HEAD)
         self.events = store.get_int(META_EVENTS) or 0
+        self._due_from = DUE
         self._label = str(partition)
         self._publish_state_gauges()
 
@@ -155,10 +157,12 @@ class PartitionProcessor:
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return records[-1].offset
 
-    async def sweep(self, limit: int) -> int:
-        """Advance up to ``limit`` users whose window changes by now; return how many."""
+    async def sweep(self, limit: int, *, resume: bool = False) -> int:
+        """Advance up to ``limit`` users whose window changes by now; return how many.
+        ``resume`` continues the due-index scan where this partition's previous call ended
+        (the batches of one pass); otherwise it starts at the front of the index."""
         now = self.now()
-        users = self.store.due_users(now, limit)
+        users, self._due_from = self.store.due_users(now, limit, self._due_from if resume else DUE)
         if not users:
             return 0
         result = self._engine.process(
@@ -237,10 +241,13 @@ class PartitionProcessor:
             sent = await self._sender.send(topic, write.changelog, partition=self.partition)
             write.meta_int(META_CHANGELOG, sent[self.partition])
             return
-        headers = epoch_headers(fence.epoch)
-        records = [OutRecord(k, v, headers) for k, v in write.changelog]
-        last = (await self._sender.send(topic, records, partition=self.partition))[self.partition]
-        tail_key = records[-1].key
+        records = write.changelog
+        last = (
+            await self._sender.send(
+                topic, records, partition=self.partition, headers=epoch_headers(fence.epoch)
+            )
+        )[self.partition]
+        tail_key: bytes | None = records[-1][0]
         if last != fence.written + len(records):
             repair = await self._examine_gap(fence, fence.written + 1, last, write.changelog)
             if repair:

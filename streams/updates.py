@@ -11,7 +11,7 @@ import orjson
 
 from lte_core.encoders import Encoder
 from lte_core.engine import NEVER, EngineResult
-from lte_core.update_avro import encode_rows
+from lte_core.update_avro import FlushColumns, encode_columns
 from lte_core.window import WindowSpec
 from lte_core.window_lte import WindowLTEs, window_ltes
 from streams.clock import Clock
@@ -76,8 +76,8 @@ class UpdateBuilder:
         now: float,
         event_due: npt.NDArray[np.float64] | None = None,
     ) -> UpdateBatch:
-        """One record per user whose window changed, Avro (:func:`encode_rows`) or JSON
-        (:data:`UPDATE_TEMPLATE`).
+        """One record per user whose window changed, Avro
+        (:func:`~lte_core.update_avro.encode_columns`) or JSON (:data:`UPDATE_TEMPLATE`).
 
         Vectors of the whole flush are formatted by one ``orjson`` call and split into rows
         (float text never contains ``],[``); with the identity basis the coefficients are
@@ -159,21 +159,22 @@ class UpdateBuilder:
         due: npt.NDArray[np.float64],
     ) -> UpdateBatch:
         keys = [users[i] for i in rows.tolist()]
-        values = encode_rows(
-            [k.decode() for k in keys],
+        values = encode_columns(
+            FlushColumns(
+                user_ids=keys,
+                # the user's version (docs/contracts.md): last applied offset, then window end
+                last_offset=result.last_offset[rows],
+                end_bucket=result.end[rows],
+                as_of=now,
+                window_start=lte.window_start.astype(np.float64),
+                window_end=lte.window_end.astype(np.float64),
+                n_events=lte.n_events.astype(np.int64),
+                weight_sum=lte.weight_sum.astype(np.float64),
+                due_at=due,
+                produced_at=time.time(),
+            ),
             basis_version=self._basis_version,
             encoder=self._encoder.name,
-            # the user's version (docs/contracts.md): last applied offset, then window end
-            version=list(
-                zip(result.last_offset[rows].tolist(), result.end[rows].tolist(), strict=True)
-            ),
-            as_of=now,
-            window_start=lte.window_start.astype(np.float64).tolist(),
-            window_end=lte.window_end.astype(np.float64).tolist(),
-            n_events=lte.n_events.tolist(),
-            weight_sum=lte.weight_sum.tolist(),
-            due_at=due.tolist(),
-            produced_at=time.time(),
             vectors=lte.vectors,
             coefficients=None if lte.coefficients is lte.vectors else lte.coefficients,
             filled=lte.filled.tolist(),

@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from lte_core.engine import EventColumns
-from lte_core.events import EventRules, Reason, Rejection, parse_interaction, plain_interaction
+from lte_core.events import (
+    MAX_ID_CHARS,
+    EventRules,
+    Reason,
+    Rejection,
+    parse_interaction,
+    plain_interaction,
+)
 from lte_runtime.kafka.dead_letter import DeadLetter
 
 
@@ -50,6 +58,79 @@ class BatchValidator:
         self._topic = topic
 
     def validate(self, records: Sequence[RawRecord], partition: int, now: float) -> ValidBatch:
+        """The batch's events and dead letters: all records at once when every one is a
+        plain valid interaction (the common case), otherwise one by one."""
+        batch = self._validate_plain(records, now)
+        return batch if batch is not None else self.validate_each(records, partition, now)
+
+    def _validate_plain(self, records: Sequence[RawRecord], now: float) -> ValidBatch | None:
+        """:func:`plain_interaction` for a whole fetched chunk, column by column: one
+        comprehension per field instead of a call and a dozen checks per record. ``None``
+        when any record is not plain (not a JSON object of exactly the three fields, ill-typed,
+        too large, too far in the future, key != user_id, unknown item): then
+        :meth:`validate_each` decides every record, with reasons (a test checks the two
+        agree)."""
+        rules = self._rules
+        loads = orjson.loads
+        if not records:
+            return None
+        try:
+            # a missing value (None) raises TypeError below: that record takes the slow path
+            values = cast(list[bytes], [r.value for r in records])
+            if max(map(len, values)) > rules.max_record_bytes:
+                return None
+            docs = [loads(v) for v in values]
+            if any(type(doc) is not dict or len(doc) != 3 for doc in docs):
+                return None
+            user_ids = [doc["user_id"] for doc in docs]
+            item_ids = [doc["item_id"] for doc in docs]
+            stamps = [doc["ts"] for doc in docs]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return None
+        if (
+            not set(map(type, user_ids)) <= {str}
+            or not set(map(type, item_ids)) <= {str}
+            or not set(map(type, stamps)) <= {float, int}
+            or not 0 < min(map(len, user_ids)) <= max(map(len, user_ids)) <= MAX_ID_CHARS
+            or not 0 < min(map(len, item_ids)) <= max(map(len, item_ids)) <= MAX_ID_CHARS
+        ):
+            return None
+        keys = [u.encode() for u in user_ids]
+        if keys != [r.key for r in records]:
+            return None
+        # ints beyond float range would overflow here; those records take the slow path
+        try:
+            ts = np.asarray(stamps, dtype=np.float64)
+        except OverflowError:
+            return None
+        if not ts.max() <= now + rules.max_future_skew:
+            return None
+        rows = self._rows
+        found = [rows.get(i) for i in item_ids]
+        if None in found:
+            return None
+        group_of: dict[bytes, int] = {}
+        group = np.asarray([group_of.setdefault(k, len(group_of)) for k in keys], dtype=np.int64)
+        users: list[bytes] = list(group_of)
+        order = np.argsort(group, kind="stable")
+        seg = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(group, minlength=len(users)), out=seg[1:])
+        n = len(records)
+        return ValidBatch(
+            users=users,
+            events=EventColumns(
+                seg=seg,
+                items=np.asarray(found, dtype=np.uint32)[order],
+                ts=ts[order],
+                weights=np.ones(n, dtype=np.float32),
+                offsets=np.asarray([r.offset for r in records], dtype=np.int64)[order],
+            ),
+            arrival=np.asarray([r.timestamp for r in records], dtype=np.float64)[order] / 1000.0,
+        )
+
+    def validate_each(self, records: Sequence[RawRecord], partition: int, now: float) -> ValidBatch:
+        """Record by record: the reference, and the path of any chunk with a record that is
+        not plain."""
         group_of: dict[bytes, int] = {}
         users: list[bytes] = []
         gid: list[int] = []

@@ -55,10 +55,16 @@ class BatchSender:
         return count
 
     async def send(
-        self, topic: str, records: Sequence[Record], *, partition: int | None = None
+        self,
+        topic: str,
+        records: Sequence[Record],
+        *,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> dict[int, int]:
         """Send and wait for the broker's acknowledgement of every record; return the last
-        offset written per partition.
+        offset written per partition. ``headers`` go on every record that carries none of
+        its own (one list for a whole batch, instead of a record object per record).
 
         A retriable broker error re-sends the whole batch after a backoff (a record may then
         be written twice: every consumer of these topics treats a repeat as a duplicate); a
@@ -68,7 +74,7 @@ class BatchSender:
         backoff = FIRST_BACKOFF_S
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                return await self._send_once(topic, records, partition)
+                return await self._send_once(topic, records, partition, headers)
             except KafkaError as exc:
                 transient = exc.retriable or isinstance(exc, KafkaTimeoutError)
                 if not transient or attempt == SEND_ATTEMPTS:
@@ -86,7 +92,11 @@ class BatchSender:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(
-        self, topic: str, records: Sequence[Record], partition: int | None
+        self,
+        topic: str,
+        records: Sequence[Record],
+        partition: int | None,
+        headers: Sequence[tuple[str, bytes]],
     ) -> dict[int, int]:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         if partition is not None:
@@ -97,19 +107,21 @@ class BatchSender:
             for part, record in zip(parts, records, strict=True):
                 by_partition[part].append(record)
         pending: list[tuple[int, int, Any]] = []
-        no_headers: list[tuple[str, bytes]] = []
+        common = list(headers)
         for part, chunk in by_partition.items():
             batch = self._producer.create_batch()
+            append = batch.append
             count = 0
             for record in chunk:
                 key, value = record[0], record[1]
-                headers = list(record[2]) if len(record) > 2 else no_headers
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                own = list(record[2]) if len(record) > 2 and record[2] else common
+                if append(key=key, value=value, timestamp=None, headers=own) is None:
                     sent = await self._producer.send_batch(batch, topic, partition=part)
                     pending.append((part, count, sent))
                     batch = self._producer.create_batch()
+                    append = batch.append
                     count = 0
-                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    if append(key=key, value=value, timestamp=None, headers=own) is None:
                         raise ValueError(f"a record for {topic} is larger than max_batch_size")
                 count += 1
             sent = await self._producer.send_batch(batch, topic, partition=part)
