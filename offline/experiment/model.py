@@ -4,7 +4,9 @@ The backbone follows pmixer/SASRec.pytorch (``python/model.py``, ``norm_first``)
 embeddings scaled by sqrt(d) plus learned positions, pre-LayerNorm blocks of multi-head
 self-attention and a point-wise feed-forward net, a last LayerNorm, and scores as the dot
 product with the (tied) item table. Attention is written out instead of using
-``nn.MultiheadAttention`` so that the masks below and the attention diagnostic are explicit.
+``nn.MultiheadAttention`` so that the masks below are explicit; training and scoring run it
+through torch's fused ``scaled_dot_product_attention`` with the same boolean mask, and only
+the attention diagnostic (``need_weights``) computes the softmax weights by hand.
 
 How the LTE enters (``integration``):
 
