@@ -113,6 +113,14 @@ QUICK_EPOCHS = 2
     show_default=True,
     help="torch threads; results are reproducible for a fixed count.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs in parallel, each in its own process with --threads torch threads "
+    "(on 2 cores, --jobs 2 --threads 1 beats --jobs 1 --threads 2).",
+)
 @click.option("--bootstrap", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option(
     "--quick",
@@ -139,8 +147,8 @@ def experiment(**options: Any) -> None:
     from lte_cli.experiment_plot import save_plot  # noqa: PLC0415 - matplotlib
     from lte_cli.run_progress import RunProgressBars  # noqa: PLC0415
     from offline.experiment.experiment import ExperimentPlan, run_experiment  # noqa: PLC0415
-    from offline.experiment.report import markdown, to_json  # noqa: PLC0415
-    from offline.experiment.runner import ExperimentSettings  # noqa: PLC0415
+    from offline.experiment.report import Summary, markdown, summarise, to_json  # noqa: PLC0415
+    from offline.experiment.runner import ExperimentSettings, RunResult  # noqa: PLC0415
     from offline.experiment.variants import parse_variants  # noqa: PLC0415
 
     quick = options["quick"]
@@ -164,39 +172,59 @@ def experiment(**options: Any) -> None:
         bootstrap=200 if quick else options["bootstrap"],
         ae=EncoderSpec("ae", path=str(options["ae_dir"])) if options["ae_dir"] else None,
         ae_epochs=2 if quick else 10,
+        jobs=options["jobs"],
     )
     basis = BasisArtifact.load(options["basis_dir"])
     log = read_interaction_log(options["log_path"], options["log_format"])
     out: Path = options["out"]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    finished: list[RunResult] = []
+    total = len(plan.protocols) * len(plan.variants) * len(plan.seeds)
+
+    def write(results: list[RunResult], summaries: list[Summary], notes: list[str]) -> str:
+        wall = time.perf_counter() - started
+        notes = [
+            *notes,
+            f"wall time {wall:.0f}s (threads {settings.threads} x jobs {plan.jobs})",
+        ]
+        doc = {
+            **to_json(results, summaries),
+            "settings": {
+                "max_len": settings.max_len,
+                "window_items": settings.window_items,
+                "lag_items": settings.lag_items,
+                "recency_half_life": settings.recency_half_life,
+                "max_epochs": settings.max_epochs,
+                "patience": settings.patience,
+                "batch_size": settings.batch_size,
+                "learning_rate": settings.learning_rate,
+                "threads": settings.threads,
+                "jobs": plan.jobs,
+                "quick": quick,
+                "max_users": plan.max_users,
+            },
+            "basis_version": basis.basis_version,
+            "log": str(options["log_path"]),
+            "wall_seconds": wall,
+            "notes": notes,
+        }
+        (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        table = markdown(summaries, notes)
+        (out / "results.md").write_text("# lte experiment\n\n" + table, encoding="utf-8")
+        return table
+
+    def keep(result: RunResult) -> None:
+        """Results so far, rewritten after every run: a long run stopped early still
+        leaves its finished rows (marked partial)."""
+        finished.append(result)
+        if len(finished) < total:
+            note = f"PARTIAL: {len(finished)} of {total} runs finished"
+            write(finished, summarise(finished, plan.bootstrap), [note])
+
     with RunProgressBars(disabled=options["quiet"]) as bars:
-        result = run_experiment(log, basis, plan, out, bars.listener)
-    wall = time.perf_counter() - started
-    notes = [*result.notes, f"wall time {wall:.0f}s (threads {settings.threads})"]
-    doc = {
-        **to_json(result.results, result.summaries),
-        "settings": {
-            "max_len": settings.max_len,
-            "window_items": settings.window_items,
-            "lag_items": settings.lag_items,
-            "recency_half_life": settings.recency_half_life,
-            "max_epochs": settings.max_epochs,
-            "patience": settings.patience,
-            "batch_size": settings.batch_size,
-            "learning_rate": settings.learning_rate,
-            "threads": settings.threads,
-            "quick": quick,
-            "max_users": plan.max_users,
-        },
-        "basis_version": basis.basis_version,
-        "log": str(options["log_path"]),
-        "wall_seconds": wall,
-        "notes": notes,
-    }
-    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    table = markdown(result.summaries, notes)
-    (out / "results.md").write_text("# lte experiment\n\n" + table, encoding="utf-8")
+        result = run_experiment(log, basis, plan, out, bars.listener, on_result=keep)
+    table = write(result.results, result.summaries, result.notes)
     png = save_plot(result.summaries, out / "results.png")
     click.echo(table)
     click.echo(f"saved {out / 'results.json'}, {out / 'results.md'}, {png}")

@@ -11,9 +11,13 @@ through ``build_encoder``, as the worker would.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 
@@ -30,7 +34,9 @@ from offline.experiment.runner import (
     ExperimentSettings,
     LTESource,
     ProgressCallback,
+    RunProgress,
     RunResult,
+    VariantData,
     prepare,
     run_variant,
 )
@@ -58,6 +64,8 @@ class ExperimentPlan:
     bootstrap: int = 1000
     ae: EncoderSpec | None = None
     ae_epochs: int = 10
+    #: runs in parallel, each in its own process with ``settings.threads`` torch threads
+    jobs: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +88,34 @@ def make_split(histories: Histories, protocol: str) -> Split:
     raise ConfigError(f"--protocol: expected {LEAVE_ONE_OUT} or {TEMPORAL}, got {protocol!r}")
 
 
+#: Called in the calling process with each finished run, in the order runs finish.
+ResultListener = Callable[[RunResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    number: int
+    protocol: str
+    variant: Variant
+    seed: int
+    data: VariantData
+    n_items: int
+    settings: ExperimentSettings
+
+
 def run_experiment(
     log: InteractionLog,
     basis: BasisArtifact,
     plan: ExperimentPlan,
     workdir: Path,
     listener: RunListener | None = None,
+    *,
+    on_result: ResultListener | None = None,
 ) -> ExperimentResult:
+    """Every variant x seed x protocol. Runs are ordered seed by seed (all variants of seed
+    0 first), so a run stopped early still holds whole rows of the table; with
+    ``plan.jobs > 1`` they run in that many worker processes, the longest inputs first
+    within a seed. Each run is deterministic for its seed whatever the scheduling."""
     histories = Histories.from_log(log, basis)
     if plan.max_users is not None:
         histories = histories.take_users(np.arange(min(plan.max_users, len(histories))))
@@ -96,9 +125,7 @@ def run_experiment(
         f"LTE window {plan.settings.window_items} items, lag {plan.settings.lag_items} items "
         f"after the input start, max-len {plan.settings.max_len}",
     ]
-    results: list[RunResult] = []
-    total = len(plan.protocols) * len(plan.variants) * len(plan.seeds)
-    number = 0
+    tasks: list[_Task] = []
     for protocol in plan.protocols:
         split = make_split(histories, protocol)
         ae = plan.ae
@@ -113,25 +140,102 @@ def run_experiment(
             )
             notes.append(f"{protocol}: prefix_ae reads {ae.path} (trained on training items)")
         source = LTESource(histories, basis, plan.settings, ae)
-        for variant in plan.variants:
-            data = prepare(histories, split, variant, source)
-            for seed in plan.seeds:
-                number += 1
-                progress = (
-                    listener(protocol, variant.name, seed, number, total) if listener else None
-                )
-                results.append(
-                    run_variant(
+        data = {v.name: prepare(histories, split, v, source) for v in plan.variants}
+        variants = (
+            sorted(plan.variants, key=lambda v: -v.long_factor) if plan.jobs > 1 else plan.variants
+        )
+        for seed in plan.seeds:
+            for variant in variants:
+                tasks.append(
+                    _Task(
+                        len(tasks) + 1,
+                        protocol,
                         variant,
-                        data,
+                        seed,
+                        data[variant.name],
                         basis.n_items,
                         plan.settings,
-                        seed=seed,
-                        protocol=protocol,
-                        progress=progress,
                     )
                 )
-    return ExperimentResult(results, summarise(results, plan.bootstrap), notes)
+    results: dict[int, RunResult] = {}
+    if plan.jobs == 1:
+        for task in tasks:
+            progress = _announce(listener, task, len(tasks))
+            results[task.number] = _run(task, progress)
+            if on_result is not None:
+                on_result(results[task.number])
+    else:
+        _run_parallel(tasks, plan.jobs, listener, on_result, results)
+    rank = {v.name: i for i, v in enumerate(plan.variants)}
+    by_plan = sorted(
+        tasks,
+        key=lambda t: (list(plan.protocols).index(t.protocol), rank[t.variant.name], t.seed),
+    )
+    ordered = [results[t.number] for t in by_plan]
+    return ExperimentResult(ordered, summarise(ordered, plan.bootstrap), notes)
+
+
+def _announce(listener: RunListener | None, task: _Task, total: int) -> ProgressCallback | None:
+    if listener is None:
+        return None
+    return listener(task.protocol, task.variant.name, task.seed, task.number, total)
+
+
+def _run(task: _Task, progress: ProgressCallback | None) -> RunResult:
+    return run_variant(
+        task.variant,
+        task.data,
+        task.n_items,
+        task.settings,
+        seed=task.seed,
+        protocol=task.protocol,
+        progress=progress,
+    )
+
+
+def _run_in_worker(task: _Task, reports: Queue[tuple[int, RunProgress]] | None) -> RunResult:
+    progress = None if reports is None else partial(_forward, reports, task.number)
+    return _run(task, progress)
+
+
+def _forward(reports: Queue[tuple[int, RunProgress]], number: int, report: RunProgress) -> None:
+    reports.put((number, report))
+
+
+def _run_parallel(
+    tasks: list[_Task],
+    jobs: int,
+    listener: RunListener | None,
+    on_result: ResultListener | None,
+    results: dict[int, RunResult],
+) -> None:
+    """Worker processes are spawned (not forked: torch's thread pools do not survive a
+    fork); progress reports come back through a queue and are shown here."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        reports: Queue[tuple[int, RunProgress]] | None = (
+            manager.Queue() if listener is not None else None
+        )
+        callbacks: dict[int, ProgressCallback | None] = {}
+        pending = {}
+        for task in tasks:
+            pending[pool.submit(_run_in_worker, task, reports)] = task
+        announced: set[int] = set()
+        while pending:
+            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while reports is not None and not reports.empty():
+                number, report = reports.get()
+                if number not in announced:
+                    announced.add(number)
+                    callbacks[number] = _announce(listener, tasks[number - 1], len(tasks))
+                callback = callbacks.get(number)
+                if callback is not None:
+                    callback(report)
+            for future in done:
+                task = pending.pop(future)
+                results[task.number] = future.result()
+                if on_result is not None:
+                    on_result(results[task.number])
 
 
 def train_positional_encoder(

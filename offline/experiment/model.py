@@ -4,7 +4,9 @@ The backbone follows pmixer/SASRec.pytorch (``python/model.py``, ``norm_first``)
 embeddings scaled by sqrt(d) plus learned positions, pre-LayerNorm blocks of multi-head
 self-attention and a point-wise feed-forward net, a last LayerNorm, and scores as the dot
 product with the (tied) item table. Attention is written out instead of using
-``nn.MultiheadAttention`` so that the masks below and the attention diagnostic are explicit.
+``nn.MultiheadAttention`` so that the masks below are explicit; training and scoring run it
+through torch's fused ``scaled_dot_product_attention`` with the same boolean mask, and only
+the attention diagnostic (``need_weights``) computes the softmax weights by hand.
 
 How the LTE enters (``integration``):
 
@@ -92,8 +94,11 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, qk: torch.Tensor, allowed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, qk: torch.Tensor, allowed: torch.Tensor, *, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``need_weights``: the explicit softmax, for the attention diagnostic; otherwise
+        torch's fused ``scaled_dot_product_attention`` (same maths, dropout on the weights
+        included), which never materialises the (T, T) weights for the backward pass."""
         b, t, d = x.shape
         h = self.heads
 
@@ -101,10 +106,21 @@ class SelfAttention(nn.Module):
             return z.view(b, t, h, d // h).transpose(1, 2)
 
         q, k, v = split(self.query(qk)), split(self.key(qk)), split(self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
-        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, d)
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            attended = self.dropout(weights) @ v
+        else:
+            attended = nn.functional.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=allowed[:, None],
+                dropout_p=self.dropout.p if self.training else 0.0,
+            )
+        mixed = attended.transpose(1, 2).reshape(b, t, d)
         out: torch.Tensor = self.out(mixed)
         return out, weights
 
@@ -129,15 +145,20 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, attention_stream: torch.Tensor | None, allowed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        x: torch.Tensor,
+        attention_stream: torch.Tensor | None,
+        allowed: torch.Tensor,
+        *,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a = self.attention_norm(x)
         qk = (
             a
             if self.qk_norm is None or attention_stream is None
             else self.qk_norm(attention_stream)
         )
-        mixed, weights = self.attention(a, qk, allowed)
+        mixed, weights = self.attention(a, qk, allowed, need_weights=need_weights)
         x = x + self.dropout(mixed)
         x = x + self.feed_forward(self.forward_norm(x))
         return x, weights
@@ -187,18 +208,23 @@ class SequenceModel(nn.Module):
             self.item.weight[0].zero_()
 
     # -- the token sequence --------------------------------------------------------------
-    def _layout(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Token index of each item column, of the extra tokens, and the sequence length."""
+    def _layout(self, n: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Token index of each of the ``n`` item columns, of the extra tokens, the sequence
+        length and the long segment's width (PerSRec).
+
+        Inputs are left-padded to ``cfg.length``; a batch may arrive with its all-padding
+        left columns cut off (``n < cfg.length``): the columns kept are the *last* ``n`` of
+        the full layout, so the recent segment is still the last ``recent`` columns."""
         cfg = self.cfg
         prefix = 1 if cfg.integration == "prefix" else 0
         k = cfg.persrec_tokens
-        long = cfg.length - cfg.recent if k else cfg.length
-        cols = torch.arange(cfg.length)
+        long = max(n - cfg.recent, 0) if k else n
+        cols = torch.arange(n)
         item_index = cols + prefix + torch.where(cols >= long, k, 0)
         extra = list(range(prefix)) + [prefix + long + j for j in range(k)]
-        return item_index, torch.tensor(extra, dtype=torch.long), cfg.length + prefix + k
+        return item_index, torch.tensor(extra, dtype=torch.long), n + prefix + k, long
 
-    def _mask(self, valid: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
+    def _mask(self, valid: torch.Tensor, item_index: torch.Tensor, long: int) -> torch.Tensor:
         """Causal, no padded keys, every token sees itself; PerSRec: recent items do not see
         the long segment."""
         cfg = self.cfg
@@ -206,7 +232,6 @@ class SequenceModel(nn.Module):
         causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
         allowed = causal[None] & valid[:, None, :]
         if cfg.persrec_tokens:
-            long = cfg.length - cfg.recent
             recent_tokens = item_index[long:]
             long_tokens = item_index[:long]
             block = torch.zeros(t, t, dtype=torch.bool)
@@ -224,9 +249,11 @@ class SequenceModel(nn.Module):
     ) -> Encoded:
         cfg = self.cfg
         b, n = items.shape
-        item_index, extra_index, t = self._layout()
+        if n > cfg.length:
+            raise ValueError(f"{n} item columns, the model was built for {cfg.length}")
+        item_index, extra_index, t, long = self._layout(n)
         valid_items = items > 0
-        columns = torch.arange(n)
+        columns = torch.arange(cfg.length - n, cfg.length)
         x = self.item(items) * math.sqrt(cfg.d) + self.position(columns)[None]
         lte_vec = None
         if self.lte is not None:
@@ -253,16 +280,17 @@ class SequenceModel(nn.Module):
             if self.attention_lte is not None:
                 assert lte is not None and has_lte is not None
                 stream[:, 0] = self.attention_lte(lte, has_lte)
-        allowed = self._mask(valid, item_index)
+        allowed = self._mask(valid, item_index, long)
         h = self.embedding_dropout(tokens)
-        weights = h.new_zeros(0)
-        for block in self.blocks:
-            h, weights = block(h, stream, allowed)
+        weights = None
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            h, weights = block(h, stream, allowed, need_weights=need_weights and last)
         hidden = self.last_norm(h)[:, item_index]
         if cfg.integration == "late_fusion":
             assert lte_vec is not None
             hidden = hidden + lte_vec[:, None, :]
-        return Encoded(hidden, weights if need_weights else None, allowed, item_index, extra_index)
+        return Encoded(hidden, weights, allowed, item_index, extra_index)
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every catalogue item (basis row order) for each hidden state."""
@@ -274,9 +302,11 @@ class SequenceModel(nn.Module):
         targets: torch.Tensor,
         lte: torch.Tensor | None = None,
         has_lte: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> torch.Tensor:
-        """Full-softmax cross-entropy over the catalogue at every position with a target."""
+        """Full-softmax cross-entropy over the catalogue at every position with a target
+        (the mean; ``reduction="sum"`` for the sum, to accumulate over micro-batches)."""
         hidden = self.encode(items, lte, has_lte).hidden
         mask = targets > 0
         logits = self.scores(hidden[mask])
-        return nn.functional.cross_entropy(logits, targets[mask] - 1)
+        return nn.functional.cross_entropy(logits, targets[mask] - 1, reduction=reduction)

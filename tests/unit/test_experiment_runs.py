@@ -12,8 +12,15 @@ from click.testing import CliRunner
 
 from lte_cli.main import cli
 from offline.evaluation import user_bootstrap
+from offline.experiment.experiment import ExperimentPlan, run_experiment
 from offline.experiment.planted import write_planted_taste
-from offline.experiment.runner import ExperimentSettings, LTESource, prepare, run_variant
+from offline.experiment.runner import (
+    ExperimentSettings,
+    LTESource,
+    RunResult,
+    prepare,
+    run_variant,
+)
 from offline.experiment.sequences import Histories, leave_one_out
 from offline.experiment.variants import VARIANTS
 from offline.synthetic import PlantedTasteSpec, planted_taste
@@ -93,3 +100,25 @@ def test_unknown_variant_is_a_one_line_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "--variants: unknown bogus" in result.output
+
+
+def test_parallel_runs_give_the_results_of_sequential_ones(tmp_path: Path) -> None:
+    """--jobs runs each variant x seed in a worker process: same numbers, same order, and
+    every finished run reported once."""
+    log, catalog = planted_taste(PlantedTasteSpec(users=30, history=24, seed=3))
+    basis = catalog.basis()
+    s = ExperimentSettings(max_len=5, window_items=20, max_epochs=1, batch_size=16, threads=1)
+    variants = [VARIANTS["none_long"], VARIANTS["prefix_lagged"]]
+    rows = {}
+    for jobs in (1, 2):
+        plan = ExperimentPlan(variants, seeds=[0, 1], settings=s, bootstrap=10, jobs=jobs)
+        finished: list[RunResult] = []
+        result = run_experiment(log, basis, plan, tmp_path, on_result=finished.append)
+        rows[jobs] = [(r.variant, r.seed, r.metrics, r.validation_ndcg) for r in result.results]
+        assert sorted((r.variant, r.seed) for r in finished) == sorted(
+            (v.name, seed) for v in variants for seed in (0, 1)
+        )
+    assert rows[1] == rows[2]
+    assert [(v, seed) for v, seed, _, _ in rows[2]] == [
+        (v.name, seed) for v in variants for seed in (0, 1)
+    ]
