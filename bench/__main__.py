@@ -188,6 +188,8 @@ def staleness_rows() -> Iterator[Row]:
             "target": "p99 ≤ 1 s at 70% of max" if at_70 else "",
             "": _mark(r["p99_ms"] <= 1000) if at_70 else "",
         }
+
+
 def sweep_rows() -> Iterator[Row]:
     doc = load("sweep")
     if doc is None:
