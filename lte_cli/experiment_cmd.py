@@ -219,8 +219,10 @@ def experiment(**options: Any) -> None:
         leaves its finished rows (marked partial)."""
         finished.append(result)
         if len(finished) < total:
+            rank = {v.name: i for i, v in enumerate(plan.variants)}
+            done = sorted(finished, key=lambda r: (r.protocol, rank[r.variant], r.seed))
             note = f"PARTIAL: {len(finished)} of {total} runs finished"
-            write(finished, summarise(finished, plan.bootstrap), [note])
+            write(done, summarise(done, plan.bootstrap), [note])
 
     with RunProgressBars(disabled=options["quiet"]) as bars:
         result = run_experiment(log, basis, plan, out, bars.listener, on_result=keep)
