@@ -1,6 +1,6 @@
 """Every benchmark, one after another, then one summary against the targets.
 
-    python -m bench [--quick] [--only worker,freshness] [--readme]
+    python -m bench [--quick] [--only worker,staleness] [--readme]
 
 Each benchmark runs as its own process (a crash or a timeout in one does not stop the
 rest) and saves its JSON in ``bench/results/``. The summary is built from those files, so
@@ -52,7 +52,6 @@ BENCHES = (
         ("--d", "64", "--out", str(RESULTS / "serving-d64.json")),
         ("--quick", "--d", "64", "--out", str(RESULTS / "serving-d64.json")),
     ),
-    Bench("freshness"),
     Bench("staleness"),
     Bench("sweep"),
     Bench("snapshot"),
@@ -143,32 +142,6 @@ def peer_rows() -> Iterator[Row]:
             f"peer {_n(r['peer_ev_s'])} ev/s",
             "target": "≥ 20x",
             "": _mark(r["ratio"] >= 20),
-        }
-
-
-def freshness_rows() -> Iterator[Row]:
-    doc = load("freshness")
-    if doc is None:
-        return
-    maximum = doc["sustained_max_events_per_s"]
-    for r in doc["rows"]:
-        at_70 = abs(r["rate_target"] - 0.7 * maximum) < 0.01 * maximum
-        yield {
-            "measure": f"staleness at {_n(r['rate_target'])} ev/s"
-            f"{' (70% of max)' if at_70 else ''}{_quick(doc)}",
-            "figure": f"p50 {r['p50_ms']:,} ms, p99 {r['p99_ms']:,} ms",
-            "reference (same run)": f"sustained max {_n(maximum)} ev/s",
-            "target": "p50 ≤ 100 ms, p99 ≤ 1 s at 70% of max" if at_70 else "",
-            "": _mark(r["p50_ms"] <= 100 and r["p99_ms"] <= 1000) if at_70 else "",
-        }
-    sweep = doc.get("sweep")
-    if sweep:
-        yield {
-            "measure": f"sweep of {sweep['silent_users']:,} silent users{_quick(doc)}",
-            "figure": f"{sweep['sweep_seconds']} s",
-            "reference (same run)": f"{_n(sweep['users_per_s'])} users/s",
-            "target": "10^6 users < 30 s",
-            "": _mark(sweep["silent_users"] >= 1_000_000 and sweep["sweep_seconds"] < 30),
         }
 
 
@@ -349,7 +322,6 @@ def snapshot_rows() -> Iterator[Row]:
 SECTIONS: tuple[Callable[[], Iterator[Row]], ...] = (
     worker_rows,
     peer_rows,
-    freshness_rows,
     staleness_rows,
     sweep_rows,
     state_rows,

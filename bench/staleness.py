@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.freshness import produce_for, ready, wait_for
+from bench.live_load import produce_for, ready, wait_for
 from bench.report import machine_info, save_results, table
 from lte_runtime.embedded_broker import EmbeddedBroker
 from lte_runtime.metrics_scrape import Samples, buckets, quantile, scrape, total
