@@ -176,13 +176,15 @@ class RedisStore(OnlineStore):
         return out
 
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
+        return decode_found(keys, await self.get_many_raw(keys))
+
+    async def get_many_raw(self, keys: Sequence[StoreKey]) -> list[bytes | None]:
         if not keys:
             return []
         try:
-            found = await self._mget([self.entry_key(k) for k in keys])
+            return await self._mget([self.entry_key(k) for k in keys])
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        return decode_found(keys, found)
 
     async def versions(self) -> list[VersionPair]:
         try:
