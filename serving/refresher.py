@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,11 @@ IDLE_PING_SECONDS = 1.0
 FIRST_RETRY_SECONDS = 0.05
 HEARTBEAT_LIMIT_SECONDS = 60.0
 PING_TIMEOUT_SECONDS = 1.0
+#: CPython's collector thresholds while the refresher runs. A batch allocates a few dozen
+#: objects per record that live until it is written; at the default (700, 10, 10) young
+#: collections traverse them again and again (measured at d=384: 66 -> 39 µs of CPU per
+#: update with these). Cycles are still collected, after 50,000 allocations, not 700.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class Refresher:
@@ -117,9 +123,12 @@ class Refresher:
     async def run(self, stop: asyncio.Event) -> None:
         """Crash-only: an unexpected error ends the process with one line, exit 1."""
         store = open_store(self.settings.store, writer=True)
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             await supervised("the refresher loop", self._run(store, stop))
         finally:
+            gc.set_threshold(*thresholds)
             await store.close()
 
     async def _run(self, store: OnlineStore, stop: asyncio.Event) -> None:
