@@ -84,8 +84,8 @@ HEARTBEAT_LIMIT_SECONDS = 60.0
 PING_TIMEOUT_SECONDS = 1.0
 #: CPython's collector thresholds while the refresher runs. A batch allocates a few dozen
 #: objects per record that live until it is written; at the default (700, 10, 10) young
-#: collections traverse them again and again (measured at d=384: 66 -> 39 µs of CPU per
-#: update with these). Cycles are still collected, after 50,000 allocations, not 700.
+#: collections traverse them again and again (one isolated run at d=384: 66 -> 39 µs of
+#: CPU per update with these). Cycles are still collected, after 50,000 allocations, not 700.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
