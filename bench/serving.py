@@ -25,6 +25,12 @@ reference measured in the same run on the same machine.
   the store for every request (no cache), which bounds what the API can reach at c=10.
 * ``batchGet``: 100 users per request at concurrency 20, JSON and binary.
 
+Beside each rate, the CPU seconds a run cost per update or request (``cpu_us``: the
+refresher's process — it runs in this one —, or the server process of a ``GET`` run, read from
+``/proc``; ``redis_cpu_us``: the Redis server's): on a shared machine a rate moves with the
+other users' load, while the CPU per operation moves much less, so it says which side got
+cheaper when the rates are noisy.
+
 Redis runs with ``appendonly yes`` and ``appendfsync always`` unless
 ``--redis-appendfsync everysec``; RocksDB syncs its WAL on every batch. The load generator
 shares the machine (2 cores, shared with other users' work) with the server, the broker and
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import statistics
@@ -156,15 +163,21 @@ async def run_refresher(
             raise RuntimeError(f"refresher did not become ready: {task}")
         await asyncio.sleep(0.005)
     started = time.perf_counter()
+    cpu_before = time.process_time()
     while _accounted(registry) < total:
         if task.done() or time.monotonic() > deadline:
             raise RuntimeError(f"refresher stopped early: {task}")
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
     stop.set()
     await task
     write_seconds = registry.get_sample_value("lte_store_write_duration_seconds_sum") or 0.0
-    return {"updates_s": total / elapsed, "store_share": write_seconds / elapsed}
+    return {
+        "updates_s": total / elapsed,
+        "store_share": write_seconds / elapsed,
+        "cpu_us": cpu / total * 1e6,
+    }
 
 
 async def run_bare_loop(
@@ -217,6 +230,22 @@ async def run_bare_loop(
     finally:
         await consumer.stop()
         await client.aclose()
+
+
+def _cpu(result: dict[str, float]) -> dict[str, float]:
+    return {
+        "cpu_us": round(result["cpu_us"], 1),
+        "redis_cpu_us": round(result["redis_cpu_us"], 1),
+    }
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def store_url(store: StoreLocation) -> str:
@@ -359,18 +388,26 @@ def measure_refreshers(
         for backend, fmt in stages:
             name = f"{backend}-{fmt}-{repeat}"
             store = fresh_store("redis" if backend == "bare" else backend, redis_server, work, name)
+            redis_before = process_cpu(redis_server.pid)
             if backend == "bare":
                 assert isinstance(store, RedisLocation)
+                cpu_before = time.process_time()
                 rate = asyncio.run(run_bare_loop(broker.bootstrap, topics[fmt], store, count, name))
-                result = {"updates_s": rate, "store_share": 0.0}
+                cpu_us = (time.process_time() - cpu_before) / count * 1e6
+                result = {"updates_s": rate, "store_share": 0.0, "cpu_us": cpu_us}
             else:
                 result = asyncio.run(
                     run_refresher(broker.bootstrap, topics[fmt], store, count, name)
                 )
                 if backend == "redis" and fmt == "Avro":
                     last = store
+            result["redis_cpu_us"] = (process_cpu(redis_server.pid) - redis_before) / count * 1e6
             runs.setdefault(f"{backend} {fmt}", []).append(result)
-            print(f"  {name}: {round(result['updates_s']):,} updates/s", flush=True)
+            print(
+                f"  {name}: {round(result['updates_s']):,} updates/s, "
+                f"{result['cpu_us']:.0f} µs CPU per update",
+                flush=True,
+            )
     medians = {k: median_dict(v) for k, v in runs.items()}
     bare = medians["bare Avro"]["updates_s"]
     avro = medians["redis Avro"]["updates_s"]
@@ -383,6 +420,7 @@ def measure_refreshers(
             "x_bare": round(avro / bare, 2),
             "x_json": round(avro / json_rate, 2),
             "store_time_share": round(medians["redis Avro"]["store_share"], 2),
+            **_cpu(medians["redis Avro"]),
         },
         {
             "backend": "redis",
@@ -391,6 +429,7 @@ def measure_refreshers(
             "x_bare": round(json_rate / bare, 2),
             "x_json": 1.0,
             "store_time_share": round(medians["redis JSON"]["store_share"], 2),
+            **_cpu(medians["redis JSON"]),
         },
         {
             "backend": "redis",
@@ -399,6 +438,7 @@ def measure_refreshers(
             "x_bare": 1.0,
             "x_json": "",
             "store_time_share": "",
+            **_cpu(medians["bare Avro"]),
         },
     ]
     for backend in backends:
@@ -412,6 +452,7 @@ def measure_refreshers(
                     "x_bare": round(rate / bare, 2),
                     "x_json": "",
                     "store_time_share": round(medians[f"{backend} Avro"]["store_share"], 2),
+                    **_cpu(medians[f"{backend} Avro"]),
                 }
             )
     assert last is not None
@@ -437,23 +478,25 @@ def measure_api(
                     bare_runs: list[dict[str, float]] = []
                     redis_runs: list[dict[str, float]] = []
                     for _ in range(repeats):
-                        for runs, target in (
-                            (api_runs, port),
-                            (bare_runs, bare_port),
-                            (redis_runs, redis_port),
+                        for runs, target, server in (
+                            (api_runs, port, process),
+                            (bare_runs, bare_port, bare),
+                            (redis_runs, redis_port, with_redis),
                         ):
-                            runs.append(
-                                asyncio.run(
-                                    load(
-                                        target,
-                                        users,
-                                        concurrency=concurrency,
-                                        duration=duration,
-                                        batch=1,
-                                        accept=accept,
-                                    )
+                            before = process_cpu(server.pid)
+                            result = asyncio.run(
+                                load(
+                                    target,
+                                    users,
+                                    concurrency=concurrency,
+                                    duration=duration,
+                                    batch=1,
+                                    accept=accept,
                                 )
                             )
+                            served = max(1.0, result["requests_s"] * duration)
+                            result["cpu_us"] = (process_cpu(server.pid) - before) / served * 1e6
+                            runs.append(result)
                     api, ref = median_dict(api_runs), median_dict(bare_runs)
                     with_get = median_dict(redis_runs)
                     what = f"GET /v1/lte/{{user_id}} {fmt} c={concurrency}"
@@ -472,6 +515,9 @@ def measure_api(
                             "bare_redis_requests_s": round(with_get["requests_s"]),
                             "bare_redis_p50_ms": round(with_get["p50_ms"], 2),
                             "x_bare_redis": round(api["requests_s"] / with_get["requests_s"], 2),
+                            "server_cpu_us": round(api["cpu_us"]),
+                            "bare_cpu_us": round(ref["cpu_us"]),
+                            "bare_redis_cpu_us": round(with_get["cpu_us"]),
                             "errors": int(api["errors"]),
                         }
                     )
@@ -504,6 +550,9 @@ def measure_api(
                     "bare_redis_requests_s": "",
                     "bare_redis_p50_ms": "",
                     "x_bare_redis": "",
+                    "server_cpu_us": "",
+                    "bare_cpu_us": "",
+                    "bare_redis_cpu_us": "",
                     "errors": int(result["errors"]),
                 }
             )

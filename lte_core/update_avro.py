@@ -114,33 +114,61 @@ def _string(text: str) -> bytes:
     return _long(len(raw)) + raw
 
 
-def _floats(values: F32Array | None) -> bytes:
-    if values is None:
+def _raw(values: F32Array | None) -> bytes | None:
+    return None if values is None else np.ascontiguousarray(values, dtype=_F32).tobytes()
+
+
+def _bytes_field(raw: bytes | None) -> bytes:
+    """A ``["null", "bytes"]`` float32 field."""
+    if raw is None:
         return b"\x00"
-    raw = np.ascontiguousarray(values, dtype=_F32).tobytes()
     return b"\x02" + _long(len(raw)) + raw
 
 
 def encode(update: LTEUpdate) -> bytes:
     """One update as an Avro single-object record (the reference encoder)."""
-    vector, coefficients = update.vector, update.coefficients
-    same = (
-        vector is not None
-        and coefficients is not None
-        and np.asarray(coefficients, _F32).tobytes() == np.asarray(vector, _F32).tobytes()
+    return encode_raw(
+        update.user_id,
+        update.basis_version,
+        update.encoder,
+        version=update.version,
+        times=(update.as_of, update.window_start, update.window_end),
+        n_events=update.n_events,
+        sums=(update.weight_sum, update.due_at, update.produced_at),
+        vector=_raw(update.vector),
+        coefficients=_raw(update.coefficients),
     )
+
+
+def encode_raw(
+    user_id: str,
+    basis_version: str,
+    encoder: str,
+    *,
+    version: Version | None,
+    times: tuple[float, float, float],
+    n_events: int,
+    sums: tuple[float, float, float],
+    vector: bytes | None,
+    coefficients: bytes | None,
+) -> bytes:
+    """The record of an update whose float32 fields are given as little-endian bytes (what
+    a store entry holds), so a reader of stored bytes answers the binary form without
+    building arrays. ``times`` is ``(as_of, window_start, window_end)``, ``sums``
+    ``(weight_sum, due_at, produced_at)``; coefficients equal to the vector are left out."""
+    same = vector is not None and coefficients is not None and coefficients == vector
     return b"".join(
         (
             PREFIX,
-            _string(update.user_id),
-            _string(update.basis_version),
-            _string(update.encoder),
-            _version(update.version),
-            _DOUBLES3.pack(update.as_of, update.window_start, update.window_end),
-            _long(update.n_events),
-            _DOUBLES3.pack(update.weight_sum, update.due_at, update.produced_at),
-            _floats(vector),
-            _floats(None if same else coefficients),
+            _string(user_id),
+            _string(basis_version),
+            _string(encoder),
+            _version(version),
+            _DOUBLES3.pack(*times),
+            _long(n_events),
+            _DOUBLES3.pack(*sums),
+            _bytes_field(vector),
+            _bytes_field(None if same else coefficients),
         )
     )
 
@@ -797,6 +825,7 @@ __all__ = [
     "decode_mixed",
     "encode",
     "encode_columns",
+    "encode_raw",
     "encode_rows",
     "is_avro",
 ]

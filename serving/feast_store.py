@@ -176,6 +176,9 @@ class FeastStore(OnlineStore):
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
         return await self._ledger.get_many(keys)
 
+    async def get_many_raw(self, keys: Sequence[StoreKey]) -> list[bytes | None]:
+        return await self._ledger.get_many_raw(keys)
+
     async def versions(self) -> list[VersionPair]:
         return await self._ledger.versions()
 

@@ -133,6 +133,18 @@ class OnlineStore(ABC):
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
         """The entries for ``keys`` in order, ``None`` where there is none."""
 
+    async def get_many_raw(self, keys: Sequence[StoreKey]) -> list[bytes | None]:
+        """The entries for ``keys`` as the bytes of :mod:`serving.store_format` (``None``
+        where there is none), unchecked: the read API answers from them without building an
+        update per read. A backend that holds those bytes returns them as stored; this
+        default encodes what :meth:`get_many` returns."""
+        from serving.store_format import encode_entry  # noqa: PLC0415 - it imports this module
+
+        return [
+            None if found is None else encode_entry(found.update, found.stored_at)
+            for found in await self.get_many(keys)
+        ]
+
     @abstractmethod
     async def versions(self) -> list[VersionPair]:
         """Every pair ever written, so readers can default to the most recent one."""
@@ -153,7 +165,9 @@ async def bounded_store_call(call: Awaitable[T], seconds: float, store: OnlineSt
     """``call``, or :class:`StoreUnavailableError` after ``seconds``: a hung store (Redis
     stopped, a dead connection) counts as down now, not after the client's socket timeout."""
     try:
-        return await asyncio.wait_for(call, seconds)
+        # asyncio.timeout, not wait_for: no task per call (a read API request makes one)
+        async with asyncio.timeout(seconds):
+            return await call
     except TimeoutError as exc:
         raise StoreUnavailableError(
             f"{store.describe()} did not answer within {seconds:g}s"

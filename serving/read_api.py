@@ -18,6 +18,12 @@ within ``header_timeout`` and a body within ``body_timeout``; a client that goes
 mid-request is counted (status 499), not logged as an error.
 When no ``basis_version``/``encoder`` is given and none is configured, the most recently
 written pair is used (from the store's registry, re-read at most once a second).
+
+Answers are built from the stored bytes (:meth:`OnlineStore.get_many_raw`): the binary form
+copies the float32 bytes into the record, and JSON formats the floats once (the coefficients
+of an identity basis are the vector's text), with no update object per read
+(:func:`~serving.store_format.entry_json`, :func:`~serving.store_format.entry_record`, both
+tested equal to the reference encoders of the decoded entry).
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry
 
-from lte_core.update_avro import encode as encode_avro
 from lte_runtime.status_server import Readiness, add_status_routes
 from serving.binary_body import (
     BASIS_HEADER,
@@ -50,13 +55,13 @@ from serving.errors import StoreDataError, StoreUnavailableError
 from serving.metrics import ApiMetrics
 from serving.online_store import (
     OnlineStore,
-    StoredLTE,
     StoreKey,
     VersionPair,
     bounded_store_call,
 )
 from serving.read_coalescer import ReadCoalescer
 from serving.settings import MAX_USER_ID_CHARS, ApiSettings
+from serving.store_format import entry_json, entry_record
 
 ROUTE_ONE = "/v1/lte/{user_id}"
 ROUTE_BATCH = "/v1/lte:batchGet"
@@ -155,7 +160,7 @@ def _checked_id(value: object, what: str) -> str:
 class ReadApi:
     def __init__(self, store: OnlineStore, settings: ApiSettings, metrics: ApiMetrics) -> None:
         self._store = store
-        self._single_reads = ReadCoalescer(store)
+        self._single_reads = ReadCoalescer(store.get_many_raw)
         self._settings = settings
         self._metrics = metrics
         self._expected_auth = (
@@ -164,6 +169,7 @@ class ReadApi:
         self._pairs: list[VersionPair] = []
         self._pairs_read_at = float("-inf")
         self._store_warned_at = float("-inf")
+        self._latency: dict[tuple[str, int], Any] = {}
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -196,18 +202,19 @@ class ReadApi:
             response = error_response(500, "internal", "unexpected error; see the server log")
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        self._metrics.request_seconds.labels(route, str(response.status)).observe(
-            time.perf_counter() - started
-        )
+        histogram = self._latency.get((route, response.status))
+        if histogram is None:  # a label lookup per request costs more than the observation
+            histogram = self._metrics.request_seconds.labels(route, str(response.status))
+            self._latency[route, response.status] = histogram
+        histogram.observe(time.perf_counter() - started)
         return response
 
     async def get_one(self, request: web.Request) -> web.Response:
         user_id = _checked_id(request.match_info["user_id"], "user_id")
         query = self._pair_query(request)
         basis_version, encoder = await self._pair(**query)
-        found = await self._bounded(
-            self._single_reads.get(StoreKey(basis_version, encoder, user_id))
-        )
+        key = StoreKey(basis_version, encoder, user_id)
+        found = await self._bounded(self._single_reads.get(key))
         if found is None:
             raise ApiError(
                 404,
@@ -217,9 +224,10 @@ class ReadApi:
             )
         media = negotiate(request.headers.get("Accept", JSON))
         if media == JSON:
-            return _varies(json_response(found.to_dict()))
-        response = _binary_response(encode_avro(found.update), media, basis_version, encoder)
-        response.headers[STORED_AT_HEADER] = repr(found.stored_at)
+            return web.Response(body=entry_json(key, found), headers=_JSON_HEADERS)
+        record, stored_at = entry_record(key, found)
+        response = _binary_response(record, media, basis_version, encoder)
+        response.headers[STORED_AT_HEADER] = repr(stored_at)
         return response
 
     async def batch_get(self, request: web.Request) -> web.Response:
@@ -263,26 +271,27 @@ class ReadApi:
             if body.get(name) is not None
         }
         basis_version, encoder = await self._pair(**pair)
-        found = await self._bounded(
-            self._store.get_many([StoreKey(basis_version, encoder, user) for user in users])
-        )
+        keys = [StoreKey(basis_version, encoder, user) for user in users]
+        found = await self._bounded(self._store.get_many_raw(keys))
         media = negotiate(request.headers.get("Accept", JSON))
         if media != JSON:
             body = frame_batch(
-                [None if e is None else (encode_avro(e.update), e.stored_at) for e in found]
+                [
+                    None if e is None else entry_record(k, e)
+                    for k, e in zip(keys, found, strict=True)
+                ]
             )
             return _binary_response(body, media, basis_version, encoder)
-        return _varies(
-            json_response(
-                {
-                    "basis_version": basis_version,
-                    "encoder": encoder,
-                    "results": [_doc(entry) for entry in found],
-                }
-            )
-        )
+        results = [
+            None if e is None else orjson.Fragment(entry_json(k, e))
+            for k, e in zip(keys, found, strict=True)
+        ]
+        doc = {"basis_version": basis_version, "encoder": encoder, "results": results}
+        return web.Response(body=orjson.dumps(doc), headers=_JSON_HEADERS)
 
     def _pair_query(self, request: web.Request) -> dict[str, str]:
+        if not request.query_string:
+            return {}
         unknown = sorted(set(request.query) - set(_PAIR_FIELDS))
         if unknown:
             raise ApiError(
@@ -332,21 +341,23 @@ class ReadApi:
         return await bounded_store_call(call, self._settings.read_timeout, self._store)
 
 
+#: ``Vary: Accept`` on every 200: a cache in front must not answer a JSON request with a
+#: binary body, or the reverse.
+_JSON_HEADERS = {"Content-Type": JSON, "Vary": "Accept"}
+
+
 def _binary_response(body: bytes, media: str, basis_version: str, encoder: str) -> web.Response:
-    response = web.Response(body=body, content_type=media)
-    response.headers[BASIS_HEADER] = header_text(basis_version)
-    response.headers[ENCODER_HEADER] = header_text(encoder)
-    return _varies(response)
+    return web.Response(body=body, headers=_binary_headers(media, basis_version, encoder))
 
 
-def _varies(response: web.Response) -> web.Response:
-    """A cache in front must not answer a JSON request with a binary body, or the reverse."""
-    response.headers["Vary"] = "Accept"
-    return response
-
-
-def _doc(entry: StoredLTE | None) -> dict[str, Any] | None:
-    return None if entry is None else entry.to_dict()
+@functools.lru_cache(maxsize=256)
+def _binary_headers(media: str, basis_version: str, encoder: str) -> dict[str, str]:
+    return {
+        "Content-Type": media,
+        BASIS_HEADER: header_text(basis_version),
+        ENCODER_HEADER: header_text(encoder),
+        "Vary": "Accept",
+    }
 
 
 def build_app(

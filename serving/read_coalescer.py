@@ -4,30 +4,39 @@ Under load, hundreds of ``GET /v1/lte/{user_id}`` handlers reach the store in th
 of the event loop. Sent one by one, each pays a Redis round trip and redis-py's per-command
 overhead, and they queue for pooled connections (measured: ~600 µs of CPU per request and
 p50 ~100 ms at 200 concurrent clients). Collected until the loop has run every ready handler
-and sent as one ``get_many``, they cost one round trip per turn. There is no timer: a lone
-request is sent on the next turn of the loop, so it waits for nothing.
+and sent as one multi-get (``read``: the store's ``get_many``, or ``get_many_raw`` for the
+stored bytes), they cost one round trip per turn. There is no timer: a lone request is sent
+on the next turn of the loop, so it waits for nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
-from serving.online_store import OnlineStore, StoredLTE, StoreKey
+from serving.online_store import StoreKey
 
-Waiter = tuple[StoreKey, "asyncio.Future[StoredLTE | None]"]
+T = TypeVar("T")
+Waiter = tuple[StoreKey, "asyncio.Future[T | None]"]
 
 
-class ReadCoalescer:
-    def __init__(self, store: OnlineStore, *, max_keys: int = 500) -> None:
-        self._store = store
+class ReadCoalescer(Generic[T]):
+    def __init__(
+        self,
+        read: Callable[[list[StoreKey]], Awaitable[Sequence[T | None]]],
+        *,
+        max_keys: int = 500,
+    ) -> None:
+        self._read_many = read
         self._max_keys = max_keys
-        self._pending: list[Waiter] = []
+        self._pending: list[Waiter[T]] = []
         self._scheduled = False
         self._reads: set[asyncio.Task[None]] = set()
 
-    async def get(self, key: StoreKey) -> StoredLTE | None:
+    async def get(self, key: StoreKey) -> T | None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[StoredLTE | None] = loop.create_future()
+        future: asyncio.Future[T | None] = loop.create_future()
         self._pending.append((key, future))
         if not self._scheduled:
             self._scheduled = True
@@ -42,9 +51,9 @@ class ReadCoalescer:
             self._reads.add(task)
             task.add_done_callback(self._reads.discard)
 
-    async def _read(self, waiters: list[Waiter]) -> None:
+    async def _read(self, waiters: list[Waiter[T]]) -> None:
         try:
-            found = await self._store.get_many([key for key, _ in waiters])
+            found = await self._read_many([key for key, _ in waiters])
         except Exception as exc:  # every waiter gets the store's error, whatever it is
             for _, future in waiters:
                 if not future.done():

@@ -8,6 +8,14 @@ long one script blocks Redis (about a millisecond) while a batch of thousands st
 round trip. The client and the key layout are hooks: :mod:`serving.redis_cluster_store`
 runs the same script per hash slot on Redis Cluster.
 
+Reads (:meth:`RedisStore.get_many_raw`, the read API's path) send their ``MGET`` on
+connections of their own, taken from a small free list, instead of through the client and its
+blocking pool: the client's per-command machinery costs ~3x the CPU of the round trip itself
+(measured: ~210 µs against ~75 µs per ``GET`` on the loaded 2-core machine), and a read API
+at 10 clients spends most of a request there. A connection that fails, or whose read is
+cancelled (the API's read timeout), is dropped; a read on a reused connection that finds it
+closed (Redis restarted) is retried once on a new one, as the pool's retry does.
+
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 batch survives a Redis crash; with ``everysec`` up to a second of writes can be lost and
 would only be restored by replaying ``lte-updates``.
@@ -15,6 +23,7 @@ would only be restored by replaying ``lte-updates``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -23,6 +32,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from lte_core.update_columns import UpdateColumns
@@ -105,6 +115,9 @@ class RedisStore(OnlineStore):
         self._location = location
         self._client = client
         self._sha: str | None = None
+        self._readers: _ReadConnections | None = None
+        if isinstance(location, RedisLocation):
+            self._readers = _ReadConnections(client.connection_pool, location.max_connections)
 
     def entry_key(self, key: StoreKey) -> bytes:
         """Where ``key``'s entry lives (the cluster layout adds a hash tag)."""
@@ -119,6 +132,8 @@ class RedisStore(OnlineStore):
         return [range(start, min(start + CHUNK, len(keys))) for start in range(0, len(keys), CHUNK)]
 
     async def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        if self._readers is not None:
+            return await self._readers.mget(keys)
         return cast(list[bytes | None], await self._client.mget(keys))
 
     def describe(self) -> str:
@@ -176,13 +191,15 @@ class RedisStore(OnlineStore):
         return out
 
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
+        return decode_found(keys, await self.get_many_raw(keys))
+
+    async def get_many_raw(self, keys: Sequence[StoreKey]) -> list[bytes | None]:
         if not keys:
             return []
         try:
-            found = await self._mget([self.entry_key(k) for k in keys])
+            return await self._mget([self.entry_key(k) for k in keys])
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        return decode_found(keys, found)
 
     async def versions(self) -> list[VersionPair]:
         try:
@@ -198,6 +215,8 @@ class RedisStore(OnlineStore):
             raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
+        if self._readers is not None:
+            await self._readers.close()
         await self._client.aclose()
 
     def _unavailable(self, exc: RedisError) -> StoreUnavailableError:
@@ -205,6 +224,56 @@ class RedisStore(OnlineStore):
             f"Redis at {self.describe()}: {type(exc).__name__}: {exc}. Check that Redis is up "
             "and reachable; updates are retried, none is dropped."
         )
+
+
+class _ReadConnections:
+    """Connections made like the client's (same host, TLS, credentials, timeouts), each
+    used by one ``MGET`` at a time; at most ``limit`` of them, beyond which a read waits
+    for a free one."""
+
+    def __init__(self, pool: Any, limit: int) -> None:
+        self._pool = pool
+        self._free: list[Connection] = []
+        self._slots = asyncio.Semaphore(limit)
+
+    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
+        async with self._slots:
+            reused = bool(self._free)
+            connection = self._free.pop() if reused else self._pool.make_connection()
+            try:
+                found = await self._ask(connection, keys)
+            except (ConnectionError, OSError, RedisConnectionError) as exc:
+                await connection.disconnect(nowait=True)
+                if not reused:
+                    raise _as_redis_error(exc) from exc
+                connection = self._pool.make_connection()  # Redis restarted: once more
+                try:
+                    found = await self._ask(connection, keys)
+                except BaseException as again:
+                    await connection.disconnect(nowait=True)
+                    if isinstance(again, ConnectionError | OSError):
+                        raise _as_redis_error(again) from again
+                    raise
+            except BaseException:
+                # an error reply, a timeout or a cancelled read leaves the stream unusable
+                await connection.disconnect(nowait=True)
+                raise
+            self._free.append(connection)
+            return found
+
+    @staticmethod
+    async def _ask(connection: Connection, keys: list[bytes]) -> list[bytes | None]:
+        await connection.send_command("MGET", *keys)
+        return cast(list[bytes | None], await connection.read_response())
+
+    async def close(self) -> None:
+        free, self._free = self._free, []
+        for connection in free:
+            await connection.disconnect(nowait=True)
+
+
+def _as_redis_error(exc: BaseException) -> RedisError:
+    return exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc))
 
 
 def _connect(location: RedisLocation) -> Redis:

@@ -18,20 +18,29 @@ One batch at a time, in this order:
    account it (outcomes, staleness and drift of the whole batch in a few numpy calls);
 5. only then commit the batch's offsets.
 
+Steps 4-5 of a batch run while the next batch is fetched, decoded and coalesced (1-3): the
+store's round trip (an fsync with ``appendfsync always``) and the offset commit's overlap
+that CPU work instead of idling the process. Writes stay one at a time and in batch order
+(a batch's write starts when the previous batch's commit has returned), so at most one
+decoded batch waits behind the one in flight.
+
 A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
 keeps the newest), so a ``kill -9`` loses nothing. When the store (or the DLQ topic) fails,
 the *same* batch is retried with exponential backoff capped at ``--retry-max-seconds``;
-nothing is fetched ahead or committed meanwhile, ``/readyz`` answers 503, one line is logged
-per outage, and the loop resumes on its own when the store is back.
+nothing more than the one decoded batch is fetched ahead and nothing is committed meanwhile,
+``/readyz`` answers 503, one line is logged per outage, and the loop resumes on its own when
+the store is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -73,6 +82,11 @@ IDLE_PING_SECONDS = 1.0
 FIRST_RETRY_SECONDS = 0.05
 HEARTBEAT_LIMIT_SECONDS = 60.0
 PING_TIMEOUT_SECONDS = 1.0
+#: CPython's collector thresholds while the refresher runs. A batch allocates a few dozen
+#: objects per record that live until it is written; at the default (700, 10, 10) young
+#: collections traverse them again and again (one isolated run at d=384: 66 -> 39 µs of
+#: CPU per update with these). Cycles are still collected, after 50,000 allocations, not 700.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class Refresher:
@@ -109,9 +123,12 @@ class Refresher:
     async def run(self, stop: asyncio.Event) -> None:
         """Crash-only: an unexpected error ends the process with one line, exit 1."""
         store = open_store(self.settings.store, writer=True)
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             await supervised("the refresher loop", self._run(store, stop))
         finally:
+            gc.set_threshold(*thresholds)
             await store.close()
 
     async def _run(self, store: OnlineStore, stop: asyncio.Event) -> None:
@@ -182,25 +199,45 @@ class Refresher:
 
     async def _consume_loop(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
-        while not stop.is_set():
-            self.heartbeat.beat()
-            batches = await self.consumer.getmany(
-                timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
-            )
-            batches = {tp: records for tp, records in batches.items() if records}
-            if batches:
-                if not await self._apply(store, batches, stop):
-                    return  # stopping during an outage: commit nothing, redeliver later
-                await self._commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
-            elif time.monotonic() - self._store_checked > IDLE_PING_SECONDS:
-                await self._check_store(store)
-            await observe_consumer_lag(self.consumer, self.metrics.consumer_lag, "refresher")
+        in_flight: asyncio.Task[bool] | None = None
+        try:
+            while not stop.is_set():
+                self.heartbeat.beat()
+                batches = await self.consumer.getmany(
+                    timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
+                )
+                batches = {tp: records for tp, records in batches.items() if records}
+                if batches:
+                    prepared = self._prepare(batches)
+                    if in_flight is not None and not await in_flight:
+                        return  # stopping during an outage: commit nothing, redeliver later
+                    in_flight = asyncio.create_task(self._store_and_commit(store, prepared, stop))
+                elif in_flight is not None:
+                    if in_flight.done():
+                        done, in_flight = in_flight, None
+                        if not done.result():
+                            return
+                elif time.monotonic() - self._store_checked > IDLE_PING_SECONDS:
+                    await self._check_store(store)
+                await observe_consumer_lag(self.consumer, self.metrics.consumer_lag, "refresher")
+        except BaseException:
+            if in_flight is not None:
+                in_flight.cancel()
+            raise
+        if in_flight is not None:
+            await in_flight
 
-    async def _apply(
-        self, store: OnlineStore, batches: dict[TopicPartition, list[Any]], stop: asyncio.Event
+    async def _store_and_commit(
+        self, store: OnlineStore, prepared: _Prepared, stop: asyncio.Event
     ) -> bool:
-        """Dead-letter, coalesce and store one batch; False if asked to stop before it was
-        durably stored."""
+        """Steps 4-5 of a batch; False if asked to stop before it was durably stored."""
+        if not await self._apply(store, prepared, stop):
+            return False
+        await self._commit(prepared.offsets)
+        return True
+
+    def _prepare(self, batches: dict[TopicPartition, list[Any]]) -> _Prepared:
+        """Steps 1-3 of a batch: decode, dead letters, coalescing (counted now)."""
         records = [(tp, record) for tp, part in batches.items() for record in part]
         decoded = _decode_all([record for _, record in records])
         dead: list[OutRecord] = []
@@ -212,6 +249,16 @@ class Refresher:
             self.metrics.store_writes.labels("duplicate").inc(kept.duplicates)
         if kept.stale:
             self.metrics.store_writes.labels("stale").inc(kept.stale)
+        return _Prepared(
+            dead=dead,
+            updates=decoded.columns.take(kept.rows),
+            offsets={tp: records[-1].offset + 1 for tp, records in batches.items()},
+        )
+
+    async def _apply(self, store: OnlineStore, prepared: _Prepared, stop: asyncio.Event) -> bool:
+        """Dead-letter and store one prepared batch; False if asked to stop before it was
+        durably stored."""
+        dead, updates = prepared.dead, prepared.updates
         if (
             dead
             and await self._retrying(
@@ -223,9 +270,8 @@ class Refresher:
             is None
         ):
             return False
-        if not len(kept.rows):
+        if not len(updates):
             return True
-        updates = decoded.columns.take(kept.rows)
 
         async def write() -> BatchWrite:
             try:
@@ -331,6 +377,15 @@ class Refresher:
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         forget_consumer_lag(self.metrics.consumer_lag, "refresher", partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch decoded and coalesced, waiting for its turn to be stored and committed."""
+
+    dead: list[OutRecord]
+    updates: UpdateColumns
+    offsets: dict[TopicPartition, int]
 
 
 def _answers(store: OnlineStore) -> Callable[[], Awaitable[bool]]:

@@ -147,6 +147,9 @@ class RocksDBStore(OnlineStore):
         return BatchWrite(outcomes, previous)
 
     async def get_many(self, keys: Sequence[StoreKey]) -> list[StoredLTE | None]:
+        return decode_found(keys, await self.get_many_raw(keys))
+
+    async def get_many_raw(self, keys: Sequence[StoreKey]) -> list[bytes | None]:
         if not keys:
             return []
         self._follow()
@@ -154,7 +157,7 @@ class RocksDBStore(OnlineStore):
             found: list[bytes | None] = self._db.get([entry_key(k) for k in keys]) or []
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        return decode_found(keys, found)
+        return found
 
     async def versions(self) -> list[VersionPair]:
         self._follow()

@@ -48,8 +48,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
-from lte_core.update import LTEUpdate
+from lte_core.update import LTEUpdate, Version
+from lte_core.update_avro import encode_raw
 from lte_core.update_columns import UpdateColumns
 from serving.errors import StoreDataError
 from serving.online_store import OUTCOMES, BatchWrite, StoredLTE, StoreKey, WriteResult
@@ -290,7 +292,12 @@ def decode_found(keys: Sequence[StoreKey], found: Sequence[bytes | None]) -> lis
     ]
 
 
-def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
+_Header = tuple[int, float, float, float, float, float, float, float, int, int, int]
+
+
+def _checked(key: StoreKey, data: bytes) -> tuple[int, _Header, Version | None]:
+    """The header size, the header fields and the version of an entry; raises
+    :class:`StoreDataError` for bytes that are not a whole, consistent entry."""
     if not is_entry(data):
         raise StoreDataError(
             f"{entry_key(key)!r}: not an LTE entry of format {UNVERSIONED_FORMAT} or "
@@ -301,6 +308,18 @@ def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
     if size == VERSIONED_HEADER.size:
         offset, end = struct.unpack_from("<dd", data, VERSION_OFFSET)
         version = (int(offset), int(end))
+    header: _Header = HEADER.unpack_from(data)
+    n_events, k, d = header[8:]
+    if len(data) != size + 4 * (k + d) or (n_events == 0) != (k == 0 and d == 0):
+        raise StoreDataError(
+            f"{entry_key(key)!r}: entry is truncated or inconsistent "
+            f"({len(data)} bytes for n_events={n_events}, K={k}, d={d})"
+        )
+    return size, header, version
+
+
+def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
+    size, header, version = _checked(key, data)
     (
         _,
         as_of,
@@ -313,12 +332,7 @@ def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
         n_events,
         k,
         d,
-    ) = HEADER.unpack_from(data)
-    if len(data) != size + 4 * (k + d) or (n_events == 0) != (k == 0 and d == 0):
-        raise StoreDataError(
-            f"{entry_key(key)!r}: entry is truncated or inconsistent "
-            f"({len(data)} bytes for n_events={n_events}, K={k}, d={d})"
-        )
+    ) = header
     coefficients = vector = None
     if n_events:
         coefficients = np.frombuffer(data, _F32, k, size).astype(np.float32)
@@ -339,6 +353,68 @@ def decode_entry(key: StoreKey, data: bytes) -> StoredLTE:
         version=version,
     )
     return StoredLTE(update, stored_at)
+
+
+def entry_json(key: StoreKey, data: bytes) -> bytes:
+    """The read API's JSON of an entry, built from the stored bytes: byte for byte
+    ``orjson.dumps(decode_entry(key, data).to_dict(), option=OPT_SERIALIZE_NUMPY)`` (tested),
+    without an update object, and with the floats formatted once when the coefficients are
+    the vector's bytes (identity basis), which halves a read's formatting."""
+    size, header, version = _checked(key, data)
+    _, as_of, due_at, produced_at, stored_at, start, end, weight_sum, n_events, k, _ = header
+    vector: orjson.Fragment | None = None
+    coefficients: orjson.Fragment | None = None
+    if n_events:
+        split = size + 4 * k
+        vector = _floats_json(data, split, len(data))
+        same = data[size:split] == data[split:]
+        coefficients = vector if same else _floats_json(data, size, split)
+    doc: dict[str, object] = {
+        "user_id": key.user_id,
+        "basis_version": key.basis_version,
+        "encoder": key.encoder,
+        "as_of": as_of,
+        "window_start": start,
+        "window_end": end,
+        "n_events": n_events,
+        "weight_sum": weight_sum,
+        "coefficients": coefficients,
+        "vector": vector,
+        "due_at": due_at,
+        "produced_at": produced_at,
+    }
+    if version is not None:
+        doc["version"] = list(version)
+    doc["stored_at"] = stored_at
+    return orjson.dumps(doc)
+
+
+def _floats_json(data: bytes, start: int, stop: int) -> orjson.Fragment:
+    values = np.frombuffer(data, _F32, (stop - start) // 4, start)
+    return orjson.Fragment(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def entry_record(key: StoreKey, data: bytes) -> tuple[bytes, float]:
+    """The read API's binary answer for an entry: the Avro record of the stored update
+    (byte for byte :func:`lte_core.update_avro.encode` of :func:`decode_entry`'s update,
+    tested) and ``stored_at``, with the float32 bytes copied as stored."""
+    size, header, version = _checked(key, data)
+    _, as_of, due_at, produced_at, stored_at, start, end, weight_sum, n_events, k, _ = header
+    vector = coefficients = None
+    if n_events:
+        coefficients, vector = data[size : size + 4 * k], data[size + 4 * k :]
+    record = encode_raw(
+        key.user_id,
+        key.basis_version,
+        key.encoder,
+        version=version,
+        times=(as_of, start, end),
+        n_events=n_events,
+        sums=(weight_sum, due_at, produced_at),
+        vector=vector,
+        coefficients=coefficients,
+    )
+    return record, stored_at
 
 
 _EMPTY = np.zeros(0, dtype=np.float32)

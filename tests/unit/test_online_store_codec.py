@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from lte_core import update_avro
 from lte_core.update import LTEUpdate
 from serving.errors import StoreDataError
 from serving.online_store import StoreKey
@@ -19,7 +23,9 @@ from serving.store_format import (
     decode_entry,
     decode_replaced,
     encode_entry,
+    entry_json,
     entry_key,
+    entry_record,
     order_key_of,
     pair_field,
     parse_pair_field,
@@ -125,3 +131,46 @@ def test_keys_are_readable_and_colons_cannot_collide() -> None:
 @given(ids, ids)
 def test_pair_fields_round_trip(basis_version: str, encoder: str) -> None:
     assert parse_pair_field(pair_field(basis_version, encoder)) == (basis_version, encoder)
+
+
+@st.composite
+def read_entries(draw: st.DrawFn) -> tuple[StoreKey, bytes]:
+    """A stored entry and its key; a third of them with the identity basis (coefficients
+    are the vector), where the fast answers reuse the vector's bytes and text."""
+    update = draw(updates())
+    if update.vector is not None and draw(st.booleans()):
+        update = dataclasses.replace(update, coefficients=update.vector.copy())
+    return StoreKey.of(update), encode_entry(update, draw(f64))
+
+
+@given(read_entries())
+def test_entry_json_is_the_reference_json_of_the_decoded_entry(
+    entry: tuple[StoreKey, bytes],
+) -> None:
+    key, data = entry
+    reference = orjson.dumps(decode_entry(key, data).to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+    assert entry_json(key, data) == reference
+
+
+@given(read_entries())
+def test_entry_record_is_the_reference_record_of_the_decoded_entry(
+    entry: tuple[StoreKey, bytes],
+) -> None:
+    key, data = entry
+    stored = decode_entry(key, data)
+    assert entry_record(key, data) == (update_avro.encode(stored.update), stored.stored_at)
+
+
+@pytest.mark.parametrize("answer", [entry_json, entry_record])
+def test_fast_answers_refuse_what_decode_entry_refuses(answer: Any) -> None:
+    key = StoreKey("b", "mean", "u")
+    vector = np.arange(4, dtype=np.float32)
+    good = encode_entry(
+        LTEUpdate("u", "b", "mean", 1.0, 0.0, 1.0, 3, 3.0, vector, vector, 1.0, 1.0), 2.0
+    )
+    for bad in (good[:-1], b"\x07" + good[1:], b"x", good + b"\x00"):
+        with pytest.raises(StoreDataError) as expected:
+            decode_entry(key, bad)
+        with pytest.raises(StoreDataError) as got:
+            answer(key, bad)
+        assert str(got.value) == str(expected.value)

@@ -67,7 +67,7 @@ def key(user: str) -> StoreKey:
 
 def test_concurrent_reads_share_one_call_and_get_their_own_answer() -> None:
     store = RecordingStore([f"u{i}" for i in range(0, 120, 2)])
-    reader = ReadCoalescer(store, max_keys=50)
+    reader = ReadCoalescer(store.get_many, max_keys=50)
 
     async def scenario() -> list[StoredLTE | None]:
         return await asyncio.gather(*(reader.get(key(f"u{i}")) for i in range(120)))
@@ -81,7 +81,7 @@ def test_concurrent_reads_share_one_call_and_get_their_own_answer() -> None:
 
 def test_a_lone_read_is_sent_at_once_and_later_reads_start_a_new_call() -> None:
     store = RecordingStore(["a", "b"])
-    reader = ReadCoalescer(store)
+    reader = ReadCoalescer(store.get_many)
 
     async def scenario() -> None:
         first = await reader.get(key("a"))
@@ -94,7 +94,7 @@ def test_a_lone_read_is_sent_at_once_and_later_reads_start_a_new_call() -> None:
 
 def test_a_store_error_reaches_every_waiter_and_a_gone_client_harms_no_one() -> None:
     async def failing() -> list[BaseException | StoredLTE | None]:
-        reader = ReadCoalescer(RecordingStore(["a"], fail=True))
+        reader = ReadCoalescer(RecordingStore(["a"], fail=True).get_many)
         return list(
             await asyncio.gather(reader.get(key("a")), reader.get(key("b")), return_exceptions=True)
         )
@@ -104,7 +104,7 @@ def test_a_store_error_reaches_every_waiter_and_a_gone_client_harms_no_one() -> 
     async def cancelled() -> StoredLTE | None:
         store = RecordingStore(["a", "b"])
         store.answer.clear()
-        reader = ReadCoalescer(store)
+        reader = ReadCoalescer(store.get_many)
         gone = asyncio.create_task(reader.get(key("a")))
         kept = asyncio.create_task(reader.get(key("b")))
         await store.called.wait()  # both reads are in flight in one call
