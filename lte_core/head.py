@@ -180,7 +180,7 @@ def _parse_rows(  # noqa: PLR0917 - one call site per format
     if len(rows) == 0:
         return
     decayed = heads.decayed_sums is not None
-    blob = b"".join([data[i] for i in rows.tolist()])  # type: ignore[misc]
+    blob = b"".join([data[i] or b"" for i in rows.tolist()])  # rows with a head only
     raw = np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), size)
     hdr = np.ascontiguousarray(raw[:, :HEAD_HEADER_BYTES]).view(HEAD_DTYPE).reshape(-1)
     if (hdr["version"] != version).any():
