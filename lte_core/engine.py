@@ -369,30 +369,36 @@ class WindowEngine:
         outcome[np.flatnonzero(accepted)[~new_in]] = PENDING
 
         # -- sums and counts -----------------------------------------------------------------
+        heads.count += (
+            np.bincount(ru[entering], minlength=m)
+            - np.bincount(ru[leaving], minlength=m)
+            + np.bincount(au[new_in], minlength=m)
+        )
+        term_user = np.concatenate([ru[leaving], ru[entering], au[new_in]])
+        # a window left empty is cleared to exact zeros below, so its terms are not summed
+        # (a sweep of silent users empties most of the windows it visits)
+        live = heads.count[term_user] > 0
         self._contributions(
             heads,
             new_end,
-            users=np.concatenate([ru[leaving], ru[entering], au[new_in]]),
-            items=np.concatenate([found.item[leaving], found.item[entering], new.item[new_in]]),
+            users=term_user[live],
+            items=np.concatenate([found.item[leaving], found.item[entering], new.item[new_in]])[
+                live
+            ],
             signed_w=np.concatenate(
                 [
                     -found.weight[leaving].astype(np.float64),
                     found.weight[entering].astype(np.float64),
                     new.weight[new_in].astype(np.float64),
                 ]
-            ),
+            )[live],
             buckets=np.concatenate(
                 [found.bucket[leaving], found.bucket[entering], new.bucket[new_in]]
-            ),
+            )[live],
         )
         moved = (
             np.bincount(ru[leaving | entering], minlength=m) + np.bincount(au[new_in], minlength=m)
         ) > 0
-        heads.count += (
-            np.bincount(ru[entering], minlength=m)
-            - np.bincount(ru[leaving], minlength=m)
-            + np.bincount(au[new_in], minlength=m)
-        )
         heads.n += np.bincount(au, minlength=m) - np.bincount(ru[accounted], minlength=m)
         heads.clear(heads.count == 0)
 

@@ -158,12 +158,14 @@ def parse_heads(data: Sequence[bytes | None], d: int, decayed: bool) -> Heads:
     m = len(data)
     heads = Heads.empty(m, d, decayed)
     size, legacy = head_bytes(d, decayed), legacy_head_bytes(d, decayed)
-    current = [i for i, b in enumerate(data) if b is not None and len(b) == size]
-    old = [i for i, b in enumerate(data) if b is not None and len(b) == legacy]
-    bad = next((b for b in data if b is not None and len(b) not in (size, legacy)), None)
-    if bad is not None:
+    # one pass of Python over the heads; the rest is numpy on the concatenated bytes
+    lengths = np.array([-1 if b is None else len(b) for b in data], dtype=np.int64)
+    current = np.flatnonzero(lengths == size)
+    old = np.flatnonzero(lengths == legacy)
+    if len(current) + len(old) + np.count_nonzero(lengths == -1) != m:
+        bad = int(lengths[(lengths != -1) & (lengths != size) & (lengths != legacy)][0])
         raise StateCodecError(
-            f"a stored head is {len(bad)} bytes, expected {size} "
+            f"a stored head is {bad} bytes, expected {size} "
             f"(d={d}, decayed sums {'on' if decayed else 'off'}); the state directory was "
             "written with another basis or encoder; use a fresh --state-dir"
         )
@@ -173,12 +175,12 @@ def parse_heads(data: Sequence[bytes | None], d: int, decayed: bool) -> Heads:
 
 
 def _parse_rows(  # noqa: PLR0917 - one call site per format
-    heads: Heads, data: Sequence[bytes | None], rows: list[int], size: int, version: int, d: int
+    heads: Heads, data: Sequence[bytes | None], rows: I64, size: int, version: int, d: int
 ) -> None:
-    if not rows:
+    if len(rows) == 0:
         return
     decayed = heads.decayed_sums is not None
-    blob = b"".join(data[i] for i in rows)  # type: ignore[misc]
+    blob = b"".join([data[i] or b"" for i in rows.tolist()])  # rows with a head only
     raw = np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), size)
     hdr = np.ascontiguousarray(raw[:, :HEAD_HEADER_BYTES]).view(HEAD_DTYPE).reshape(-1)
     if (hdr["version"] != version).any():
@@ -190,7 +192,8 @@ def _parse_rows(  # noqa: PLR0917 - one call site per format
         raise StateCodecError(
             "a stored head was written for another dimension or encoder; use a fresh --state-dir"
         )
-    idx = np.asarray(rows, dtype=np.int64)
+    # every row (a sweep's heads, most batches'): plain slices instead of fancy indexing
+    idx: I64 | slice = slice(None) if len(rows) == len(heads) else rows
     heads.has_clock[idx] = (hdr["flags"] & FLAG_HAS_CLOCK) != 0
     for name in ("count", "n", "partition", "end", "last_offset", "oldest", "pending_min"):
         getattr(heads, name)[idx] = hdr[name]
@@ -208,7 +211,7 @@ def _parse_rows(  # noqa: PLR0917 - one call site per format
         if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
             arrays += [heads.decayed_sums, heads.decayed_sums_lo]
     for arr in arrays:
-        arr[idx] = np.ascontiguousarray(raw[:, body : body + 8 * d]).view("<f8")
+        arr[idx] = raw[:, body : body + 8 * d].view("<f8")  # rows' last axis is contiguous
         body += 8 * d
 
 

@@ -15,6 +15,7 @@ from lte_core.engine import FROM_START, RangeRequests
 from lte_core.memory_store import MemoryWindowStore
 from streams.window_store import (
     DUE,
+    HEAD,
     WindowStore,
     _event_records,
     _event_values,
@@ -120,3 +121,53 @@ def test_a_resumed_due_scan_finds_every_due_user_once(
         finally:
             store.close()
     assert seen == [user for due, user in index if due <= now]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.binary(min_size=1, max_size=3), st.binary(max_size=40), max_size=400),
+    st.lists(st.binary(min_size=1, max_size=3), max_size=120),
+    st.lists(st.booleans(), max_size=400),
+)
+def test_head_reads_equal_point_lookups(
+    heads: dict[bytes, bytes], strangers: list[bytes], asked_flags: list[bool]
+) -> None:
+    """Adjacent users are stepped to, scattered ones sought, and past the seek budget the
+    rest come from one multi-get: every path returns each user's head or None, in the
+    order asked (a few unknown users mixed in, some users asked twice)."""
+    stored = sorted(heads)
+    # a run of adjacent users, then users picked here and there (the scattered path)
+    asked = [u for u, flag in zip(stored, asked_flags, strict=False) if flag]
+    asked += strangers + stored[::7] + asked[:3]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = WindowStore(tmp)
+        try:
+            batch = WriteBatch(raw_mode=True)
+            for user, head in heads.items():
+                batch.put(HEAD + user, head)
+            batch.put(b"i-after-the-heads", b"")
+            store.write(batch)
+            got = store.read_heads(asked)
+            scattered = store.read_heads(asked[::-1])
+        finally:
+            store.close()
+    assert got == [heads.get(u) for u in asked]
+    assert scattered == [heads.get(u) for u in asked[::-1]]
+
+
+def test_head_reads_fall_back_to_one_multi_get_when_scattered() -> None:
+    """Past the free seeks, scattered users are read by the multi-get (same answers)."""
+    users = [b"u%05d" % i for i in range(2000)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = WindowStore(tmp)
+        try:
+            batch = WriteBatch(raw_mode=True)
+            for i, user in enumerate(users):
+                if i % 3:
+                    batch.put(HEAD + user, user * 3)
+            store.write(batch)
+            asked = users[::5]  # every one needs a seek
+            got = store.read_heads(asked)
+        finally:
+            store.close()
+    assert got == [None if users.index(u) % 3 == 0 else u * 3 for u in asked]
