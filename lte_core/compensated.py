@@ -22,6 +22,7 @@ constant.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,11 +91,11 @@ def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
     lo = np.empty_like(hi)
     # the kernel's terms are weights·table[rows]: weight 1.0 multiplies every float exactly
     _kernels.tree_sums(
-        terms.reshape(n, cols),
-        np.ones(n),
-        np.arange(n, dtype=np.int64),
+        _read_only(terms.reshape(n, cols), np.float64),
+        _read_only(np.ones(n), np.float64),
+        _read_only(np.arange(n), np.int64),
         False,
-        _starts(starts),
+        _read_only(starts, np.int64),
         hi.reshape(m, cols),
         lo.reshape(m, cols),
     )
@@ -115,10 +116,10 @@ def weighted_segment_sums(
     lo = np.empty_like(hi)
     _kernels.tree_sums(
         _table(table),
-        np.ascontiguousarray(weights, dtype=np.float64),
-        np.ascontiguousarray(rows, dtype=np.int64),
+        _read_only(weights, np.float64),
+        _read_only(rows, np.int64),
         True,
-        _starts(starts),
+        _read_only(starts, np.int64),
         hi,
         lo,
     )
@@ -150,24 +151,27 @@ def add_weighted_segment_sums(  # noqa: PLR0917 - two double-double targets and 
         work[1],
         work[2],
         work[3],
-        np.ascontiguousarray(owners, dtype=np.int64),
-        np.ascontiguousarray(weights, dtype=np.float64),
+        _read_only(owners, np.int64),
+        _read_only(weights, np.float64),
         _table(table),
-        np.ascontiguousarray(rows, dtype=np.int64),
-        _starts(starts),
+        _read_only(rows, np.int64),
+        _read_only(starts, np.int64),
     )
     for target, done in zip(targets, work, strict=True):
         if done is not target:
             target[...] = done
 
 
-def _starts(starts: I64) -> I64:
-    return np.ascontiguousarray(starts, dtype=np.int64)
+def _read_only(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A C-contiguous array of ``dtype`` (copied only if it is not one), as a read-only
+    view: numba compiles one variant per argument type, and a read-only array is another
+    type (basis vectors loaded from a file are read-only, the tests' are not), so every
+    input goes in read-only and each entry point is compiled once per machine."""
+    view = np.ascontiguousarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
 
 
-def _table(table: npt.NDArray[np.float32] | F64) -> npt.NDArray[np.float32] | F64:
-    """float32 tables stay float32 (widened per entry in the loop), anything else float64:
-    one compiled variant per dtype."""
-    if table.dtype == np.float32:
-        return np.ascontiguousarray(table, dtype=np.float32)
-    return np.ascontiguousarray(table, dtype=np.float64)
+def _table(table: npt.NDArray[np.float32] | F64) -> npt.NDArray[Any]:
+    """float32 tables stay float32 (widened per entry in the loop), anything else float64."""
+    return _read_only(table, np.float32 if table.dtype == np.float32 else np.float64)

@@ -18,12 +18,17 @@ of the same terms materialised instead.
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +38,7 @@ from tests import reference_sums
 
 F64 = npt.NDArray[np.float64]
 W_MIN, W_MAX = 1e-6, 1e6
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _identical(got: F64, want: F64) -> None:
@@ -219,3 +225,43 @@ def test_the_compiled_loops_contain_no_fused_multiply_add() -> None:
     (asm,) = fresh.inspect_asm().values()
     assert "vaddpd" in asm or "addsd" in asm  # it is the arithmetic we think it is
     assert re.findall(r"\bv?f(?:n)?m(?:add|sub)\w*", asm) == []
+
+
+@pytest.mark.parametrize("user_cache", [True, False], ids=["user-cache", "nothing-writable"])
+def test_a_read_only_install_compiles_and_says_nothing(tmp_path: Path, user_cache: bool) -> None:
+    """Where ``__pycache__`` beside the code cannot be made (a read-only install), numba
+    caches in the user's cache directory; where that cannot be made either, numba refuses
+    ``cache=True`` and the loops compile in the process instead. Either way the process
+    computes and prints nothing on stderr (warnings are errors here)."""
+    package = tmp_path / "site"
+    package.mkdir()
+    (package / "__pycache__").write_text("")  # a file where the cache directory would go
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    user = tmp_path / "user-cache" if user_cache else blocked / "cache"
+    (package / "probe.py").write_text(
+        "from lte_core.compensated_kernels import _compiled\n"
+        "def twice(x):\n"
+        "    return 2 * x\n"
+        "twice = _compiled(twice)\n"
+        "print(twice(21), type(twice._cache).__name__)\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")},
+        "XDG_CACHE_HOME": str(user),
+        "HOME": str(blocked / "home"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(package)]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(package / "probe.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.split() == ["42", "FunctionCache" if user_cache else "NullCache"]
+    assert any((user / "numba").rglob("*.nbi")) == user_cache
