@@ -79,6 +79,20 @@ def _dd_add(a_hi: float, a_lo: float, b_hi: float, b_lo: float) -> tuple[float, 
 
 
 @_inlined
+def _term_row(  # noqa: PLR0917 - one term row into caller-owned scratch
+    out: F64, table: Table, weights: F64, rows: I64, weight_column: bool, i: int
+) -> None:
+    """Term row ``i`` (see :func:`_segment`) into ``out``."""
+    d: int = table.shape[1]
+    w = weights[i]
+    r = rows[i]
+    for c in range(d):
+        out[c] = w * np.float64(table[r, c])
+    if weight_column:
+        out[d] = w
+
+
+@_inlined
 def _segment(  # noqa: PLR0912, PLR0917 - one segment's tree over caller-owned scratch
     table: Table,
     weights: F64,
@@ -103,22 +117,14 @@ def _segment(  # noqa: PLR0912, PLR0917 - one segment's tree over caller-owned s
             hi[c] = 0.0
             lo[c] = 0.0
         if length == 1:
-            w = weights[first]
-            r = rows[first]
-            for c in range(d):
-                hi[c] = w * np.float64(table[r, c])
-            if weight_column:
-                hi[d] = w
+            _term_row(hi, table, weights, rows, weight_column, first)
         return
     for p in range(length):
+        if p % 2 == 0:  # a row waiting for its right neighbour
+            _term_row(leaf, table, weights, rows, weight_column, first + p)
+            continue
         w = weights[first + p]
         r = rows[first + p]
-        if p % 2 == 0:  # a row waiting for its right neighbour
-            for c in range(d):
-                leaf[c] = w * np.float64(table[r, c])
-            if weight_column:
-                leaf[d] = w
-            continue
         for c in range(d):
             hi[c], lo[c] = _two_sum(leaf[c], w * np.float64(table[r, c]))
         if weight_column:
