@@ -23,7 +23,7 @@ level (the set bits of the rows seen so far), so row ``p`` closes the subtrees i
 one bits name, exactly the numpy tree's neighbours ``(0, 1), (2, 3), ...``. At a segment's
 end the partial subtrees are closed as the numpy layout closes them: each against a subtree
 of zero padding ``(+0, +0)``, which changes no value and keeps even the sign of an exact zero
-equal to :func:`lte_core.compensated.segment_sums`'s.
+equal to the numpy reference's unweighted sums (``tests/reference_sums.py``).
 """
 
 from __future__ import annotations
