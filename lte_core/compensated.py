@@ -11,14 +11,18 @@ an unevaluated pair ``hi + lo`` with the error of each addition captured exactly
 of ``u·|operands|``: after a 1e6 event leaves, ≈1e-26 of residue against a weight of 1e-6.
 See ``docs/contracts.md`` ("Exactness over the whole weight range") for the bound.
 
-Everything here is elementwise numpy, O(d) per term: the per-event cost of the engine does
-not change, only its constant (about three times the float operations).
+The sums of many terms (an engine call's events, grouped by user) run as compiled loops
+(:mod:`lte_core.compensated_kernels`, numba), imported on first use so that what never sums
+(``lte --help``, the serving processes) does not load numba. :func:`two_sum` and
+:func:`dd_add` stay elementwise numpy for the few-row additions of the one-user reference.
+O(d) per term either way: the per-event cost of the engine does not change, only its
+constant.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,40 +73,33 @@ def _scratch(a: F64, b: F64, count: int) -> tuple[F64, ...]:
     return tuple(np.empty(shape, dtype=np.float64) for _ in range(count))
 
 
-#: Elements (rows x columns) of one block of :func:`segment_sums`: its scratch arrays
-#: stay in cache and are reused, instead of event-sized temporaries per tree level.
-BLOCK_ELEMENTS = 1 << 18
-
-
 def segment_sums(terms: F64, starts: I64) -> tuple[F64, F64]:
-    """Per segment (rows ``starts[j]:starts[j+1]`` of ``terms``), the sum as ``(hi, lo)``.
+    """Per segment (rows ``starts[j]:starts[j+1]`` of ``terms``, the last one to the end),
+    the sum as ``(hi, lo)``; an empty segment sums to ``(0, 0)``.
 
-    A pairwise tree of :func:`dd_add` inside each segment: at each level neighbours
-    ``(0, 1), (2, 3), ...`` are added and a lone last row is carried up, so the error stays
-    that of ``log2(length)`` additions. ``np.add.reduceat`` would round every addition once
-    more (float64), which is exactly the cancellation this module exists to avoid.
+    A pairwise tree of :func:`dd_add` inside each segment: neighbours ``(0, 1), (2, 3),
+    ...`` are added, then neighbouring pairs, and a lone last row or subtree is carried up,
+    so the error stays that of ``log2(length)`` additions. ``np.add.reduceat`` would round
+    every addition once more (float64), which is exactly the cancellation this module
+    exists to avoid. The first additions of a tree take rows whose low parts are zero,
+    where :func:`dd_add` is :func:`two_sum`."""
+    from lte_core import compensated_kernels as _kernels  # noqa: PLC0415 - see the module doc
 
-    How (the arithmetic above, laid out for numpy): segments are grouped by
-    ``k = ceil(log2(length))`` and each group is cut into blocks of about
-    :data:`BLOCK_ELEMENTS`, laid out position-major ``(2^k, segments, columns)`` and
-    padded with zeros after each segment's last row, so every tree level is a few
-    contiguous elementwise passes over cache-sized scratch. Adding ``(0, 0)`` to a
-    normalised pair returns it unchanged, so a padded row is the carried lone row; the
-    first level adds pairs whose low parts are zero, where :func:`dd_add` is
-    :func:`two_sum` exactly. A batch with one very busy user costs a few more passes over
-    a small group, not a Python loop per event.
-    """
-
-    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
-        x[...] = 0.0
-        x[real] = terms[at[real]]
-
-    return _segment_sums(fill, terms.shape[0], terms.shape[1:], starts)
-
-
-#: ``fill(x, at, real)`` writes into ``x`` (``at.shape + columns``) the terms of rows
-#: ``at`` where ``real``, and zeros (of either sign) elsewhere.
-Fill = Callable[[F64, I64, npt.NDArray[np.bool_]], None]
+    terms = np.ascontiguousarray(terms, dtype=np.float64)
+    n, m, cols = terms.shape[0], len(starts), math.prod(terms.shape[1:])
+    hi = np.empty((m, *terms.shape[1:]), dtype=np.float64)
+    lo = np.empty_like(hi)
+    # the kernel's terms are weights·table[rows]: weight 1.0 multiplies every float exactly
+    _kernels.tree_sums(
+        _read_only(terms.reshape(n, cols), np.float64),
+        _read_only(np.ones(n), np.float64),
+        _read_only(np.arange(n), np.int64),
+        False,
+        _read_only(starts, np.int64),
+        hi.reshape(m, cols),
+        lo.reshape(m, cols),
+    )
+    return hi, lo
 
 
 def weighted_segment_sums(
@@ -110,76 +107,71 @@ def weighted_segment_sums(
 ) -> tuple[F64, F64]:
     """:func:`segment_sums` of the terms ``(weights[i]·table[rows[i]], weights[i])`` (a
     weighted sum of vectors and the sum of its weights), without materialising the terms:
-    each block multiplies its own rows into its scratch (in float64, where a float32 times
-    float32 product is exact), padding rows with weight zero."""
+    each is computed in float64 where it is added (a float32 times float32 product is
+    exact there)."""
+    from lte_core import compensated_kernels as _kernels  # noqa: PLC0415 - see the module doc
+
     d = table.shape[1]
-
-    def fill(x: F64, at: I64, real: npt.NDArray[np.bool_]) -> None:
-        # padding slots read a clipped row and get weight zero (take: about twice as fast
-        # as fancy indexing here)
-        w = np.take(weights, at, mode="clip")
-        w[~real] = 0.0
-        vectors = np.take(table, np.take(rows, at, mode="clip"), axis=0)
-        np.multiply(w[..., None], vectors, out=x[..., :d])
-        x[..., d] = w
-
-    return _segment_sums(fill, len(weights), (d + 1,), starts)
-
-
-def _segment_sums(fill: Fill, n: int, columns: tuple[int, ...], starts: I64) -> tuple[F64, F64]:
-    starts = np.asarray(starts, dtype=np.int64)
-    hi_out = np.zeros((len(starts), *columns), dtype=np.float64)
-    lo_out = np.zeros_like(hi_out)
-    if n == 0:
-        return hi_out, lo_out
-    lengths = np.diff(np.r_[starts, n])
-    levels = np.zeros(len(starts), dtype=np.int64)
-    longer = lengths > 1
-    levels[longer] = np.ceil(np.log2(lengths[longer])).astype(np.int64)
-    # float log2 is exact at powers of two; fix any off-by-one rounding elsewhere
-    levels[longer] += (np.int64(1) << levels[longer]) < lengths[longer]
-    single = np.flatnonzero(levels == 0)
-    if len(single):
-        x = np.empty((1, len(single), *columns), dtype=np.float64)
-        fill(x, starts[single][None, :], np.ones((1, len(single)), dtype=np.bool_))
-        hi_out[single] = x[0]
-    per_row = max(1, math.prod(columns))
-    # scratch for the tree levels, reused by every block: level 1 writes pair A, level 2
-    # pair B, level 3 pair A again, ... (each level reads only the previous one)
-    widest = (1 << int(levels.max())) * per_row
-    scratch = np.empty((7, max(BLOCK_ELEMENTS, widest) // 2), dtype=np.float64)
-    terms = np.empty(max(BLOCK_ELEMENTS, widest), dtype=np.float64)
-    for k in np.unique(levels[levels > 0]).tolist():
-        group = np.flatnonzero(levels == k)
-        width = 1 << k
-        step = max(1, BLOCK_ELEMENTS // (width * per_row))
-        for first in range(0, len(group), step):
-            block = group[first : first + step]
-            position = np.arange(width, dtype=np.int64)[:, None]
-            real = position < lengths[block][None, :]
-            x = terms[: width * len(block) * per_row].reshape(width, len(block), *columns)
-            fill(x, starts[block][None, :] + position, real)
-            hi_out[block], lo_out[block] = _tree(x, scratch)
-    return hi_out, lo_out
+    hi = np.empty((len(starts), d + 1), dtype=np.float64)
+    lo = np.empty_like(hi)
+    _kernels.tree_sums(
+        _table(table),
+        _read_only(weights, np.float64),
+        _read_only(rows, np.int64),
+        True,
+        _read_only(starts, np.int64),
+        hi,
+        lo,
+    )
+    return hi, lo
 
 
-def _tree(x: F64, scratch: F64) -> tuple[F64, F64]:
-    """The pairwise double-double sum of ``x`` along its first axis (a power of two)."""
+def add_weighted_segment_sums(  # noqa: PLR0917 - two double-double targets and their terms
+    sums: F64,
+    sums_lo: F64,
+    weight: F64,
+    weight_lo: F64,
+    owners: I64,
+    weights: F64,
+    table: npt.NDArray[np.float32] | F64,
+    rows: I64,
+    starts: I64,
+) -> None:
+    """In place, ``(sums, weight)[owners[j]] += `` segment ``j`` of
+    :func:`weighted_segment_sums`, added with :func:`dd_add`: the same numbers as gathering
+    the owners' rows, adding and scattering back, without the four temporaries.
+    ``owners`` must be distinct; ``sums`` has the table's width."""
+    from lte_core import compensated_kernels as _kernels  # noqa: PLC0415 - see the module doc
 
-    inner = x.shape[1:]
-    per_row = math.prod(inner)
+    targets = (sums, sums_lo, weight, weight_lo)
+    # the loop writes through C-contiguous float64 arrays; others go through a copy
+    work = [np.ascontiguousarray(t, dtype=np.float64) for t in targets]
+    _kernels.add_weighted_tree_sums(
+        work[0],
+        work[1],
+        work[2],
+        work[3],
+        _read_only(owners, np.int64),
+        _read_only(weights, np.float64),
+        _table(table),
+        _read_only(rows, np.int64),
+        _read_only(starts, np.int64),
+    )
+    for target, done in zip(targets, work, strict=True):
+        if done is not target:
+            target[...] = done
 
-    def views(rows: int, *at: int) -> tuple[F64, ...]:
-        return tuple(scratch[i, : rows * per_row].reshape(rows, *inner) for i in at)
 
-    rows = x.shape[0] // 2
-    # level 1: the low parts are zero, so the sum of a pair is its two_sum
-    hi, lo, t = views(rows, 0, 1, 6)
-    two_sum(x[0::2], x[1::2], (hi, lo, t))
-    pair = (2, 3)
-    while rows > 1:
-        rows //= 2
-        out = views(rows, *pair, 4, 5, 6)
-        hi, lo = dd_add(hi[0::2], lo[0::2], hi[1::2], lo[1::2], out)  # type: ignore[arg-type]
-        pair = (0, 1) if pair == (2, 3) else (2, 3)
-    return hi[0], lo[0]
+def _read_only(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A C-contiguous array of ``dtype`` (copied only if it is not one), as a read-only
+    view: numba compiles one variant per argument type, and a read-only array is another
+    type (basis vectors loaded from a file are read-only, the tests' are not), so every
+    input goes in read-only and each entry point is compiled once per machine."""
+    view = np.ascontiguousarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+def _table(table: npt.NDArray[np.float32] | F64) -> npt.NDArray[Any]:
+    """float32 tables stay float32 (widened per entry in the loop), anything else float64."""
+    return _read_only(table, np.float32 if table.dtype == np.float32 else np.float64)

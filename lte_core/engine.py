@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from lte_core.compensated import dd_add, weighted_segment_sums
+from lte_core.compensated import add_weighted_segment_sums
 from lte_core.errors import EventTimeRangeError
 from lte_core.head import NO_BUCKET, Heads, parse_heads, serialise_heads
 from lte_core.summary import WindowSummary
@@ -455,11 +455,8 @@ def _add_terms(  # noqa: PLR0917 - the four halves of two double-double sums
 ) -> None:
     """``(sums, weight)[owners] += Σ signed_w·(vectors[items], 1)`` per segment, in
     double-double."""
-    d = vectors.shape[1]
-    hi, lo = weighted_segment_sums(signed_w, vectors, items.astype(np.int64), starts)
-    sums[owners], sums_lo[owners] = dd_add(sums[owners], sums_lo[owners], hi[:, :d], lo[:, :d])
-    weight[owners], weight_lo[owners] = dd_add(
-        weight[owners], weight_lo[owners], hi[:, d], lo[:, d]
+    add_weighted_segment_sums(
+        sums, sums_lo, weight, weight_lo, owners, signed_w, vectors, items.astype(np.int64), starts
     )
 
 

@@ -24,7 +24,7 @@ from lte_core.engine import LATE, EventColumns, WindowEngine
 from lte_core.memory_store import MemoryWindowStore
 from lte_core.state import LaggedWindow
 from lte_core.window import WindowSpec
-from tests import oracle
+from tests import oracle, reference_sums
 from tests.oracle import Ev
 
 N_ITEMS = 6
@@ -192,7 +192,8 @@ def test_a_1e6_event_leaving_a_1e_6_event_behind_leaves_its_mean_exact() -> None
 
 def tree_sum(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One segment's pairwise double-double tree, row by row: neighbours (0, 1), (2, 3), ...
-    added, a lone last row carried up (what ``segment_sums`` promises, without its layout)."""
+    added, a lone last row carried up (what ``segment_sums`` promises, without the compiled
+    loop's stack or the numpy reference's padded layout)."""
     while len(rows) > 1:
         paired = [dd_add(*rows[i], *rows[i + 1]) for i in range(0, len(rows) - 1, 2)]
         rows = paired + ([rows[-1]] if len(rows) % 2 else [])
@@ -218,13 +219,15 @@ def test_segment_sums_are_the_pairwise_tree_of_each_segment_bit_for_bit(
     terms[1::3] = -terms[0:-1:3][: len(terms[1::3])]
     starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compensated, "BLOCK_ELEMENTS", block)  # blocks of one segment, too
-        hi, lo = compensated.segment_sums(terms, starts)
+        patch.setattr(reference_sums, "BLOCK_ELEMENTS", block)  # blocks of one segment, too
+        reference = reference_sums.segment_sums(terms, starts)
+    compiled = compensated.segment_sums(terms, starts)
     for j, (first, length) in enumerate(zip(starts.tolist(), lengths, strict=True)):
         rows = [(terms[i], np.zeros(columns)) for i in range(first, first + length)]
         want_hi, want_lo = tree_sum(rows)
-        np.testing.assert_array_equal(hi[j], want_hi)
-        np.testing.assert_array_equal(lo[j], want_lo)
+        for hi, lo in (reference, compiled):
+            np.testing.assert_array_equal(hi[j], want_hi)
+            np.testing.assert_array_equal(lo[j], want_lo)
 
 
 @settings(max_examples=60, deadline=None)
@@ -234,7 +237,7 @@ def test_segment_sums_are_the_pairwise_tree_of_each_segment_bit_for_bit(
     block=st.sampled_from([1, 16, 1 << 18]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_weighted_segment_sums_equal_the_sums_of_the_materialised_terms(
+def test_reference_weighted_segment_sums_equal_the_sums_of_the_materialised_terms(
     lengths: list[int], d: int, block: int, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -245,8 +248,8 @@ def test_weighted_segment_sums_equal_the_sums_of_the_materialised_terms(
     terms = np.concatenate([w[:, None] * table[rows], w[:, None]], axis=1)
     starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compensated, "BLOCK_ELEMENTS", block)
-        got = compensated.weighted_segment_sums(w, table, rows, starts)
-        want = compensated.segment_sums(terms, starts)
+        patch.setattr(reference_sums, "BLOCK_ELEMENTS", block)
+        got = reference_sums.weighted_segment_sums(w, table, rows, starts)
+        want = reference_sums.segment_sums(terms, starts)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
