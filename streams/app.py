@@ -68,6 +68,9 @@ class LteApp(faust.App):
     host: EngineHost
     fetch_max_wait_ms: int
     batch_max_records: int
+    #: set by the first :meth:`fail`: whoever else recorded the error first (the host does,
+    #: for a partition that cannot be opened), the first call here still arms the exit timer
+    _failing: bool = False
 
     async def on_start(self) -> None:
         # before Faust's children (consumer, agents) start: topics exist, producer is up
@@ -83,7 +86,8 @@ class LteApp(faust.App):
         """Crash-only: remember the first error and bring the whole worker down. Batches in
         flight will never be acked and nothing more is committed: Faust's orderly stop must
         wait for neither (:meth:`BatchConsumer.abandon`)."""
-        first = self.host.fatal is None
+        first = not self._failing
+        self._failing = True
         self.host.failed(exc)
         cast(BatchConsumer, self.consumer).abandon()
         if first:

@@ -446,8 +446,12 @@ def test_a_partition_that_cannot_be_opened_stops_the_worker_with_one_line(
     # the same state directory under another window: opening a partition must fail
     mismatched = setup.worker(t1, extra=("--window", "90d"))
     assert mismatched.wait_exit(timeout=90) == 1
-    last = mismatched.log().strip().splitlines()[-1]
+    output = mismatched.log_path.read_text(errors="replace")
+    last = output.strip().splitlines()[-1]
     assert last.startswith("lte: error: ") and "another configuration" in last, last
+    # the failure went through the app's crash path, which arms the exit timer (a stop
+    # that then hung would otherwise leave a zombie process: seen in the chaos suite)
+    assert "worker failed: " in output, output[-2000:]
 
 
 def test_a_failing_partition_stops_the_worker_and_a_restart_recovers(
