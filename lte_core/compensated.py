@@ -162,6 +162,36 @@ def add_weighted_segment_sums(  # noqa: PLR0917 - two double-double targets and 
             target[...] = done
 
 
+def warm() -> None:
+    """Compile (or load from numba's cache) every variant of the compiled sums now.
+
+    A process's first engine call would otherwise pay for it: 8-11 s on a machine that has
+    never compiled them, 1-2 s to load the cache. A worker calls this before it joins its
+    group, so that time is spent while it is not yet ready rather than as the staleness of
+    its first batch. Each entry point is called on a few rows of every input type it is
+    given: float64 terms, and float32 (basis vectors) or float64 item tables."""
+    starts = np.array([0, 1], dtype=np.int64)
+    rows = np.array([0, 1, 0], dtype=np.int64)
+    weights = np.ones(3)
+    segment_sums(np.ones((3, 2)), starts)
+    for table in (np.ones((2, 2), dtype=np.float32), np.ones((2, 2))):
+        weighted_segment_sums(weights, table, rows, starts)
+        sums = np.zeros((2, 2))
+        weight = np.zeros(2)
+        owners = np.array([0, 1], dtype=np.int64)
+        add_weighted_segment_sums(
+            sums,
+            np.zeros_like(sums),
+            weight,
+            np.zeros_like(weight),
+            owners,
+            weights,
+            table,
+            rows,
+            starts,
+        )
+
+
 def _read_only(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
     """A C-contiguous array of ``dtype`` (copied only if it is not one), as a read-only
     view: numba compiles one variant per argument type, and a read-only array is another

@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from lte_core import compensated
 from lte_core.basis import BasisArtifact
 from lte_core.encoders import build_encoder
 from lte_core.engine import WindowEngine
@@ -107,7 +108,11 @@ class EngineHost:
         return True, f"{len(self.processors)} partitions"
 
     async def start(self) -> None:
-        """Create the topics, then the producer and the changelog reader."""
+        """Create the topics, then the producer and the changelog reader. Meanwhile the
+        compiled window sums load in a thread (1-2 s from numba's cache, 8-11 s where they
+        were never compiled), so that wait falls before the worker is ready, not on the
+        staleness of its first batch; a start that fails is a crash, which ends it."""
+        warming = asyncio.ensure_future(asyncio.to_thread(compensated.warm))
         s = self.settings
         t = s.topics
         specs = [
@@ -141,6 +146,7 @@ class EngineHost:
             decayed=s.half_life is not None,
             config=self._config,
         )
+        await warming
         self._started = True
         log.info(
             "worker %s on %s: %s, encoder %s, basis %s",

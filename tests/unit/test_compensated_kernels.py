@@ -265,3 +265,53 @@ def test_a_read_only_install_compiles_and_says_nothing(tmp_path: Path, user_cach
     assert done.stderr == ""
     assert done.stdout.split() == ["42", "FunctionCache" if user_cache else "NullCache"]
     assert any((user / "numba").rglob("*.nbi")) == user_cache
+
+
+def test_warm_compiles_every_variant_the_engine_calls() -> None:
+    """After :func:`~lte_core.compensated.warm`, a worker's engine work compiles nothing
+    more (in a fresh interpreter: this one may have compiled everything already). The
+    engine runs a ``mean`` and a ``recency`` window over a float32 basis, and the public
+    sums are called with inputs of other types, which must be converted, not compiled for."""
+    probe = """
+import numpy as np
+from lte_core import compensated, compensated_kernels as k
+from lte_core.engine import EventColumns, WindowEngine
+from lte_core.head import Heads
+from lte_core.window import WindowSpec
+kernels = (k.tree_sums, k.add_weighted_tree_sums)
+assert [len(f.signatures) for f in kernels] == [0, 0]
+compensated.warm()
+warmed = [len(f.signatures) for f in kernels]
+rng = np.random.default_rng(1)
+table = rng.standard_normal((50, 8)).astype(np.float32)
+for half_life in (None, 3600.0):
+    engine = WindowEngine(WindowSpec(window=864000, lag=0, bucket=86400), table,
+                          half_life=half_life)
+    counts = rng.integers(1, 9, 5)
+    n = int(counts.sum())
+    events = EventColumns(
+        seg=np.r_[0, np.cumsum(counts)].astype(np.int64),
+        items=rng.integers(0, 50, n).astype(np.uint32),
+        ts=rng.uniform(0, 86400 * 3, n),
+        weights=rng.uniform(0.5, 2.0, n).astype(np.float32),
+        offsets=np.arange(n, dtype=np.int64),
+    )
+    heads = Heads.empty(5, 8, half_life is not None)
+    engine.advance(heads, lambda requests: None, events, np.full(5, 86400 * 4.0))
+rows = np.array([0, 1, 0], dtype=np.int32)
+compensated.weighted_segment_sums(np.ones(3, np.float32), table[::2], rows, np.array([0, 2]))
+compensated.segment_sums(np.ones((3, 4), np.float32), np.array([0, 1], np.int32))
+print(warmed, [len(f.signatures) for f in kernels])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    warmed, after = done.stdout.strip().split("] [")
+    assert warmed.strip("[") == after.strip("]"), done.stdout
+    assert "0" not in warmed.strip("[").split(", "), done.stdout
