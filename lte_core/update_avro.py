@@ -677,55 +677,227 @@ class DecodedColumns:
 def decode_columns(values: Sequence[bytes]) -> DecodedColumns:
     """:func:`decode_mixed` straight into columns, with no update object per record.
 
-    Avro records take :func:`decode_batch`'s scan and keep their float32 fields as the bytes
-    the record carried (checked finite a whole field length at a time); JSON records, and
-    any Avro record the scan is not sure of, go through the reference decoders, which stay
-    the authority on the rules and the error reported. Rows keep the order of the records.
+    The Avro records of the batch are scanned together (:class:`_BatchScan`: each field of
+    every record by a few numpy calls over the concatenated bytes, not a Python loop per
+    record) and keep their float32 fields as the bytes the record carried (checked finite a
+    whole field length at a time). JSON records, and any Avro record the scan is not sure
+    of, go through the reference decoders, which stay the authority on the rules and the
+    error reported. Rows keep the order of the records.
     """
     errors: dict[int, UpdateFormatError] = {}
     fallback: dict[int, LTEUpdate] = {}
-    scanned: list[tuple[int, _Scanned]] = []
-    names: dict[bytes, str] = {}
-    json_positions: list[int] = []
-    for i, value in enumerate(values):
-        if not is_avro(value):
-            json_positions.append(i)
-            continue
-        try:
-            scanned.append((i, _scan(value, names)))
-        except (_DoubtError, IndexError, UnicodeDecodeError, struct.error):
-            _settle(i, _decode_or_error(value), fallback, errors)
+    scan = _BatchScan(values)
+    json_positions = np.flatnonzero(~scan.avro).tolist()
+    for i in np.flatnonzero(scan.avro & scan.doubt).tolist():
+        _settle(i, _decode_or_error(values[i]), fallback, errors)
     if json_positions:
         for i, got in zip(
             json_positions, decode_updates([values[i] for i in json_positions]), strict=True
         ):
             _settle(i, got, fallback, errors)
-    raw: dict[tuple[int, int], bytes] = {}
-    groups: dict[int, list[tuple[int, int, int]]] = {}
-    for row, (i, fields) in enumerate(scanned):
-        for which, where in ((11, fields[11]), (12, fields[12])):
-            if where is not None:
-                groups.setdefault(where[1], []).append((row, which, i))
-                raw[row, which] = values[i][where[0] : where[0] + where[1]]
-    bad: set[int] = set()
-    for size, members in groups.items():
-        block = b"".join(raw[row, which] for row, which, _ in members)
-        matrix = np.frombuffer(block, _F32).reshape(len(members), size // 4)
-        finite = np.asarray(np.isfinite(matrix).all(axis=1)).tolist()
-        bad.update(row for (row, _, _), ok in zip(members, finite, strict=True) if not ok)
-    for row in bad:
-        i = scanned[row][0]
-        _settle(i, _decode_or_error(values[i]), fallback, errors)
-    good: list[_Good] = [
-        (i, f, raw.get((row, 11)), raw.get((row, 12)))
-        for row, (i, f) in enumerate(scanned)
-        if row not in bad
-    ]
-    if fallback:
-        good.extend((i, None, None, None) for i in fallback)
-        good.sort(key=lambda g: g[0])
-    source = np.array([g[0] for g in good], dtype=np.int64)
-    return DecodedColumns(_columns(good, fallback), source, errors)
+    scanned = np.flatnonzero(scan.avro & ~scan.doubt)
+    good = np.union1d(scanned, np.fromiter(fallback, dtype=np.int64, count=len(fallback)))
+    return DecodedColumns(scan.columns(good, fallback), good, errors)
+
+
+#: Bytes of zeros after a batch's records: every fixed-size read the scan makes at a
+#: position inside a record (a varint of up to 9 bytes, three doubles) stays in the buffer.
+_PAD = 64
+_PREFIX_BYTES = np.frombuffer(PREFIX, dtype=np.uint8)
+_TEXT_FIELDS = 3
+
+
+class _BatchScan:
+    """The Avro records of a batch scanned field by field, all records at once.
+
+    Every step reads one field of every record at its current position (a gather from the
+    concatenated bytes) and advances the positions; a record whose field breaks a rule of
+    :func:`_scan` is marked ``doubt`` and left to :func:`decode`, so this accepts exactly
+    the records the per-record scan accepts (tests hold all three to the same answers).
+    Positions are kept inside their record, so a corrupt length never reads past it."""
+
+    def __init__(self, values: Sequence[bytes]) -> None:
+        n = len(values)
+        self.values = values
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        self.ends = np.cumsum(lengths)
+        starts = self.starts = self.ends - lengths
+        self.joined = b"".join(values)
+        buf = np.frombuffer(self.joined + bytes(_PAD), dtype=np.uint8)
+        self.buf = buf
+        self.avro = (lengths >= len(MARKER)) & (buf[starts] == MARKER[0])
+        self.avro &= buf[np.minimum(starts + 1, len(buf) - 1)] == MARKER[1]
+        self.doubt = lengths < len(PREFIX) + 1
+        head = buf[np.minimum(starts[:, None] + np.arange(len(PREFIX)), len(buf) - 1)]
+        self.doubt |= (head != _PREFIX_BYTES).any(axis=1)
+        pos = starts + len(PREFIX)
+        self.texts: list[tuple[I64Array, I64Array]] = []
+        for _ in range(_TEXT_FIELDS):
+            # one-byte zig-zag lengths (1-63 bytes), as the per-record scan
+            size = buf[pos].astype(np.int64)
+            self.doubt |= (size >= 0x80) | (size == 0) | ((size & 1) == 1)
+            size >>= 1
+            self.texts.append((pos + 1, size))
+            pos = self._advance(pos + 1 + size)
+        branch = buf[pos]
+        self.versioned = branch == 2
+        self.doubt |= (branch != 0) & ~self.versioned
+        offset, after = self._varint(pos + 1, self.versioned)
+        bucket, after = self._varint(after, self.versioned)
+        self.doubt |= self.versioned & (
+            (np.abs(offset) > MAX_VERSION) | (np.abs(bucket) > MAX_VERSION)
+        )
+        self.version = np.stack([offset, bucket], axis=1).astype(np.float64)
+        pos = self._advance(np.where(self.versioned, after, pos + 1))
+        times = self._doubles(pos)
+        self.n_events, pos = self._varint(pos + 24)
+        sums = self._doubles(pos)
+        self.doubles = np.concatenate([times, sums], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.doubt |= (self.n_events < 0) | ~np.isfinite(self.doubles.sum(axis=1))
+        self.vector, pos = self._floats(pos + 24)
+        self.coefficients, pos = self._floats(pos)
+        no_vector = self.vector[0] < 0
+        self.doubt |= (pos != self.ends) | ((self.n_events == 0) != no_vector)
+        self.doubt |= no_vector & (self.coefficients[0] >= 0)
+        self.doubt |= ~self.avro
+        self.text_values = self._decode_texts()
+        self.vector_bytes = self._checked_floats(self.vector)
+        self.coefficient_bytes = self._checked_floats(self.coefficients)
+
+    def _advance(self, pos: I64Array) -> I64Array:
+        self.doubt |= (pos > self.ends) | (pos < self.starts)
+        return np.clip(pos, self.starts, self.ends)
+
+    def _varint(
+        self, pos: I64Array, where: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[I64Array, I64Array]:
+        """Zig-zag longs of up to 9 bytes (63 bits); longer ones are left to decode().
+        Only records ``where`` the field is present are judged by it."""
+        z = np.zeros(len(pos), dtype=np.uint64)
+        size = np.zeros(len(pos), dtype=np.int64)
+        going = np.ones(len(pos), dtype=np.bool_)
+        for k in range(9):
+            byte = self.buf[pos + k].astype(np.uint64)
+            z |= np.where(going, (byte & np.uint64(0x7F)) << np.uint64(7 * k), np.uint64(0))
+            size += going
+            going &= (byte & np.uint64(0x80)) != 0
+        value = (z >> np.uint64(1)).astype(np.int64) ^ -(z & np.uint64(1)).astype(np.int64)
+        end = pos + size
+        if where is None:
+            self.doubt |= going
+            return value, self._advance(end)
+        self.doubt |= where & (going | (end > self.ends))
+        return value, np.minimum(end, self.ends)
+
+    def _doubles(self, pos: I64Array) -> F64Array:
+        raw = self.buf[pos[:, None] + np.arange(24)]
+        self._advance(pos + 24)
+        return np.ascontiguousarray(raw).view("<f8")
+
+    def _floats(self, pos: I64Array) -> tuple[tuple[I64Array, I64Array], I64Array]:
+        """A ``["null", "bytes"]`` float32 field: ``(offset, size)``, offset -1 for null."""
+        branch = self.buf[pos]
+        present = branch == 2
+        self.doubt |= (branch != 0) & ~present
+        size, after = self._varint(pos + 1, present)
+        self.doubt |= present & ((size <= 0) | (size % 4 != 0) | (after + size > self.ends))
+        size = np.where(present, size, 0)
+        at = np.where(present, after, -1)
+        return (at, size), self._advance(np.where(present, after + size, pos + 1))
+
+    def _decode_texts(self) -> list[list[str]]:
+        """The three strings of every record the scan accepts ("" for the others), each
+        distinct one decoded once; one that is not UTF-8 puts its records in doubt."""
+        joined = self.joined
+        rows = np.flatnonzero(~self.doubt)
+        listed = rows.tolist()
+        out: list[list[str]] = []
+        for at, size in self.texts:
+            begin = at[rows]
+            raws = [
+                joined[a:b]
+                for a, b in zip(begin.tolist(), (begin + size[rows]).tolist(), strict=True)
+            ]
+            table: dict[bytes, str] = {}
+            broken: set[bytes] = set()
+            for raw in set(raws):
+                try:
+                    table[raw] = raw.decode()
+                except UnicodeDecodeError:
+                    broken.add(raw)
+            column = [""] * len(self.ends)
+            for i, raw in zip(listed, raws, strict=True):
+                if raw in broken:
+                    self.doubt[i] = True
+                else:
+                    column[i] = table[raw]
+            out.append(column)
+        return out
+
+    def _checked_floats(self, field: tuple[I64Array, I64Array]) -> list[bytes | None]:
+        """Each accepted record's float32 bytes (None: null); a record holding a NaN or an
+        infinity goes in doubt (checked one numpy call per field length)."""
+        joined = self.joined
+        at, size = field
+        out: list[bytes | None] = [None] * len(at)
+        present = np.flatnonzero(~self.doubt & (at >= 0))
+        for length in np.unique(size[present]).tolist():
+            rows = present[size[present] == length]
+            chunks = [joined[a : a + length] for a in at[rows].tolist()]
+            matrix = np.frombuffer(b"".join(chunks), _F32).reshape(len(rows), length // 4)
+            finite = np.isfinite(matrix).all(axis=1)
+            self.doubt[rows[~finite]] = True
+            for i, chunk in zip(rows.tolist(), chunks, strict=True):
+                out[i] = chunk
+        return out
+
+    def columns(self, rows: I64Array, fallback: dict[int, LTEUpdate]) -> UpdateColumns:
+        """The columns of records ``rows`` (scanned, or judged by the reference decoders:
+        ``fallback``), in that order."""
+        if len(rows) == 0:
+            return UpdateColumns.of([])
+        listed = rows.tolist()
+        texts = [[column[i] for i in listed] for column in self.text_values]
+        vectors = [self.vector_bytes[i] for i in listed]
+        coefficients = [
+            v if c is None else c
+            for v, c in zip(vectors, (self.coefficient_bytes[i] for i in listed), strict=True)
+        ]
+        doubles = self.doubles[rows]
+        n_events = self.n_events[rows]
+        order = np.empty((len(rows), 3), dtype=np.float64)
+        order[:, 0] = self.versioned[rows]
+        order[:, 1:] = np.where(self.versioned[rows, None], self.version[rows], doubles[:, [0, 4]])
+        for j, i in enumerate(listed):
+            u = fallback.get(i)
+            if u is None:
+                continue
+            texts[0][j], texts[1][j], texts[2][j] = u.user_id, u.basis_version, u.encoder
+            doubles[j] = (
+                u.as_of, u.window_start, u.window_end, u.weight_sum, u.due_at, u.produced_at,
+            )  # fmt: skip
+            n_events[j] = u.n_events
+            order[j] = (0.0, u.as_of, u.due_at) if u.version is None else (1.0, *u.version)
+            vectors[j] = None if u.vector is None else u.vector.astype(_F32).tobytes()
+            coefficients[j] = (
+                vectors[j] if u.coefficients is None else u.coefficients.astype(_F32).tobytes()
+            )
+        return UpdateColumns(
+            user_id=texts[0],
+            basis_version=texts[1],
+            encoder=texts[2],
+            order=order,
+            as_of=doubles[:, 0].copy(),
+            window_start=doubles[:, 1].copy(),
+            window_end=doubles[:, 2].copy(),
+            n_events=n_events,
+            weight_sum=doubles[:, 3].copy(),
+            due_at=doubles[:, 4].copy(),
+            produced_at=doubles[:, 5].copy(),
+            vector=vectors,
+            coefficients=coefficients,
+        )
 
 
 def _settle(
@@ -738,59 +910,6 @@ def _settle(
         errors[i] = got
     else:
         fallback[i] = got
-
-
-_Good = tuple[int, "_Scanned | None", "bytes | None", "bytes | None"]
-
-
-def _columns(good: list[_Good], fallback: dict[int, LTEUpdate]) -> UpdateColumns:
-    """Rows from scanned fields, or from the update objects of records the reference decoders
-    judged (few)."""
-    rows: list[tuple[object, ...]] = []
-    vectors: list[bytes | None] = []
-    coefficients: list[bytes | None] = []
-    for i, scanned, scanned_vector, scanned_coefficients in good:
-        if scanned is None:
-            u = fallback[i]
-            rows.append((
-                u.user_id, u.basis_version, u.encoder, u.version, u.as_of, u.window_start,
-                u.window_end, u.n_events, u.weight_sum, u.due_at, u.produced_at,
-            ))  # fmt: skip
-            vector = None if u.vector is None else u.vector.astype(_F32).tobytes()
-            coefficient = None if u.coefficients is None else u.coefficients.astype(_F32).tobytes()
-        else:
-            rows.append(scanned[:11])
-            vector, coefficient = scanned_vector, scanned_coefficients
-        vectors.append(vector)
-        coefficients.append(vector if coefficient is None else coefficient)
-    if not rows:
-        return UpdateColumns.of([])
-    user_id, basis_version, encoder, version, *numbers = zip(*rows, strict=True)
-    as_of, window_start, window_end, n_events, weight_sum, due_at, produced_at = (
-        numbers[0], numbers[1], numbers[2], numbers[3], numbers[4], numbers[5], numbers[6],
-    )  # fmt: skip
-    order = np.array(
-        [
-            (0.0, a, d) if v is None else (1.0, v[0], v[1])
-            for v, a, d in zip(version, as_of, due_at, strict=True)
-        ],
-        dtype=np.float64,
-    )
-    return UpdateColumns(
-        user_id=list(user_id),
-        basis_version=list(basis_version),
-        encoder=list(encoder),
-        order=order,
-        as_of=np.array(as_of, np.float64),
-        window_start=np.array(window_start, np.float64),
-        window_end=np.array(window_end, np.float64),
-        n_events=np.array(n_events, np.int64),
-        weight_sum=np.array(weight_sum, np.float64),
-        due_at=np.array(due_at, np.float64),
-        produced_at=np.array(produced_at, np.float64),
-        vector=vectors,
-        coefficients=coefficients,
-    )
 
 
 def decode_mixed(values: Sequence[bytes]) -> list[LTEUpdate | UpdateFormatError]:
