@@ -197,6 +197,25 @@ class WindowEngine:
     def decayed(self) -> bool:
         return self.half_life is not None
 
+    def warm_up(self) -> None:
+        """Load the compiled summing loops now (from numba's cache, or compile them): about
+        1.5 s that would otherwise stall the first batch after the worker reports ready."""
+        if len(self.vectors) == 0:
+            return
+        d = self.vectors.shape[1]
+        one = np.zeros(1, dtype=np.int64)
+        _add_terms(
+            np.zeros((1, d)),
+            np.zeros((1, d)),
+            np.zeros(1),
+            np.zeros(1),
+            one,
+            np.zeros(1),
+            self.vectors,
+            np.zeros(1, dtype=np.uint32),
+            one,
+        )
+
     def _contributions(
         self, heads: Heads, new_end: I64, *, users: I64, items: U32, signed_w: F64, buckets: I64
     ) -> None:

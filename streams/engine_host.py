@@ -108,6 +108,7 @@ class EngineHost:
 
     async def start(self) -> None:
         """Create the topics, then the producer and the changelog reader."""
+        self.engine.warm_up()
         s = self.settings
         t = s.topics
         specs = [
