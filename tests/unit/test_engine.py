@@ -258,3 +258,27 @@ def test_stray_records_below_the_window_are_deleted_without_touching_the_sums() 
     head = parse_heads([result.heads[0]], 2, decayed=False)
     assert head.n[0] == 1 and head.count[0] == 1
     np.testing.assert_array_equal(result.summary.sums[0], [0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_warm_up_compiles_exactly_what_a_batch_then_runs(dtype: type[np.generic]) -> None:
+    """The worker warms the engine before it reports ready: the first batch after that must
+    find its kernel variant already loaded (no compile in the batch)."""
+    from lte_core import compensated_kernels  # noqa: PLC0415 - numba, loaded on first use
+
+    spec = WindowSpec(window=10, lag=0, bucket=1)
+    vectors = np.eye(3, dtype=dtype)
+    vectors.flags.writeable = False  # as loaded from a basis file
+    engine = WindowEngine(spec, vectors)  # type: ignore[arg-type]
+    engine.warm_up()
+    warmed = list(compensated_kernels.add_weighted_tree_sums.signatures)
+    cols = EventColumns(
+        seg=np.array([0, 2]),
+        items=np.array([0, 2], dtype=np.uint32),
+        ts=np.array([99.5, 99.0]),
+        weights=np.ones(2, dtype=np.float32),
+        offsets=np.array([5, 6]),
+    )
+    result = engine.process(MemoryWindowStore(), [b"a"], cols, now=100.0)
+    assert result.changed.tolist() == [True]
+    assert list(compensated_kernels.add_weighted_tree_sums.signatures) == warmed
