@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench.peer import create_topic
+from bench.worker import interactions_reader
 from lte_core.head import head_bytes
 from lte_runtime.kafka.batch_sender import BatchSender
 
@@ -39,14 +40,7 @@ async def emit_bound(bootstrap: str, n: int, d: int, *, batch: int = 20_000) -> 
     """Events per second of consume → produce the worker's output bytes (see the module)."""
     await create_topic(bootstrap, "emit-updates", 4)
     await create_topic(bootstrap, "emit-changelog", 4)
-    consumer = AIOKafkaConsumer(
-        "interactions",
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 << 20,
-        fetch_max_bytes=64 << 20,
-    )
+    consumer = interactions_reader(bootstrap)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
