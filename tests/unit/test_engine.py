@@ -4,6 +4,7 @@ itself checked against the brute-force oracle."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -269,9 +270,10 @@ def test_warm_up_compiles_exactly_what_a_batch_then_runs(dtype: type[np.generic]
     spec = WindowSpec(window=10, lag=0, bucket=1)
     vectors = np.eye(3, dtype=dtype)
     vectors.flags.writeable = False  # as loaded from a basis file
-    engine = WindowEngine(spec, vectors)  # type: ignore[arg-type]
+    engine = WindowEngine(spec, vectors)
     engine.warm_up()
-    warmed = list(compensated_kernels.add_weighted_tree_sums.signatures)
+    kernel: Any = compensated_kernels.add_weighted_tree_sums  # a numba dispatcher
+    warmed = list(kernel.signatures)
     cols = EventColumns(
         seg=np.array([0, 2]),
         items=np.array([0, 2], dtype=np.uint32),
@@ -281,4 +283,4 @@ def test_warm_up_compiles_exactly_what_a_batch_then_runs(dtype: type[np.generic]
     )
     result = engine.process(MemoryWindowStore(), [b"a"], cols, now=100.0)
     assert result.changed.tolist() == [True]
-    assert list(compensated_kernels.add_weighted_tree_sums.signatures) == warmed
+    assert list(kernel.signatures) == warmed
