@@ -8,6 +8,9 @@ Each repeat starts a fresh embedded broker, produces one synthetic stream to
 * ``faust_worker``: ``lte worker`` — the Faust app of ``streams.app`` with the batch
   transport — from ready to every record through the whole emit order;
 * ``quix``: Quix Streams 3.x, a stateful per-user running sum (``bench/quix_peer_app.py``);
+* ``emit_bound``: no worker — a bare consumer that produces the worker's output bytes for
+  each batch (updates, then changelog heads and events, each acknowledged;
+  ``bench/emit_bound.py``): the ceiling the broker and aiokafka leave any worker;
 * ``faust_agent``: a stock Faust agent with a table, one event at a time
   (``bench/faust_peer_app.py``), timed over its first ``--agent-events`` updates (it is two
   orders of magnitude slower; the rate is steady).
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.emit_bound import emit_bound
 from bench.peer import create_topic, run_peer
 from bench.report import machine_info, save_results, table
 from bench.worker import bare_consume, produce, run_worker
@@ -69,7 +73,7 @@ def run_quix(bootstrap: str, basis: Path, n: int, work: Path) -> float:
     return float(orjson.loads(lines[-1])["events_s"])
 
 
-RUNTIMES = ("limit", "faust_worker", "quix", "faust_agent")
+RUNTIMES = ("limit", "faust_worker", "emit_bound", "quix", "faust_agent")
 
 
 def main() -> None:
@@ -127,6 +131,10 @@ def main() -> None:
                             log=work / "worker.log",
                         )
                         runs["faust_worker"].append(worker.events_s)
+                    if "emit_bound" in runs:
+                        runs["emit_bound"].append(
+                            asyncio.run(emit_bound(broker.bootstrap, events, d))
+                        )
                     if "quix" in runs:
                         runs["quix"].append(run_quix(broker.bootstrap, basis, events, work))
                     if "faust_agent" in runs:

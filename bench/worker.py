@@ -65,8 +65,9 @@ async def produce(bootstrap: str, stream: SyntheticStream) -> None:
         await producer.stop()
 
 
-async def bare_consume(bootstrap: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(
+def interactions_reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer of ``interactions`` from the start, outside any group, big fetches."""
+    return AIOKafkaConsumer(
         "interactions",
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -74,6 +75,10 @@ async def bare_consume(bootstrap: str, n: int) -> float:
         max_partition_fetch_bytes=16 << 20,
         fetch_max_bytes=64 << 20,
     )
+
+
+async def bare_consume(bootstrap: str, n: int) -> float:
+    consumer = interactions_reader(bootstrap)
     await consumer.start()
     seen = 0
     started = None

@@ -221,7 +221,8 @@ def serialise_heads(heads: Heads, rows: npt.NDArray[np.int64]) -> list[bytes]:
     d = heads.sums.shape[1]
     decayed = heads.decayed_sums is not None
     size = head_bytes(d, decayed)
-    out = np.zeros((k, size), dtype=np.uint8)
+    # every byte of a row is written below (the header and lo dtypes have no padding)
+    out = np.empty((k, size), dtype=np.uint8)
     hdr = np.zeros(k, dtype=HEAD_DTYPE)
     hdr["version"] = FORMAT_VERSION
     hdr["flags"] = np.where(heads.has_clock[rows], FLAG_HAS_CLOCK, 0) | (
@@ -243,7 +244,8 @@ def serialise_heads(heads: Heads, rows: npt.NDArray[np.int64]) -> list[bytes]:
     if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
         arrays += [heads.decayed_sums, heads.decayed_sums_lo]
     for arr in arrays:
-        out[:, body : body + 8 * d] = arr[rows].astype("<f8").view(np.uint8).reshape(k, 8 * d)
+        out[:, body : body + 8 * d].view("<f8")[...] = arr[rows]
         body += 8 * d
-    blob = out.tobytes()
-    return [blob[i * size : (i + 1) * size] for i in range(k)]
+    # one bytes per row straight from the array: at d=384 a head is 6 kB, and slicing one
+    # joined blob (or a void view's tolist) cost 2-5x more than the gathers above
+    return [row.tobytes() for row in out]

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from faust.serializers.codecs import Codec
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from lte_runtime.heap import keep_freed_memory
 from lte_runtime.kafka.settings import KafkaSettings
 from streams.batch_transport import BatchConsumer, check_faust
 from streams.engine_host import EngineHost, WorkerFailedError, every
@@ -287,6 +288,7 @@ def _add_views(app: LteApp, host: EngineHost) -> None:
 def run_worker(settings: WorkerSettings) -> None:
     """Run the app under a Faust worker until SIGTERM/SIGINT; a failure that crashed it is
     raised as :class:`WorkerFailedError` (one line at the command line, exit 1)."""
+    keep_freed_memory()
     app = create_app(settings)
     worker = faust.Worker(
         app,

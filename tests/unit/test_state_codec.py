@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lte_core.errors import StateCodecError
-from lte_core.head import HEAD_HEADER_BYTES, LO_BYTES, head_bytes, legacy_head_bytes, parse_heads
+from lte_core.head import (
+    FLAG_DECAYED,
+    FLAG_HAS_CLOCK,
+    FORMAT_VERSION,
+    HEAD_HEADER_BYTES,
+    LO_BYTES,
+    Heads,
+    head_bytes,
+    legacy_head_bytes,
+    parse_heads,
+    serialise_heads,
+)
 from lte_core.state import LaggedWindow, state_bytes
 from lte_core.window import WindowSpec
 
@@ -95,3 +108,55 @@ def test_a_format_1_head_is_still_read_with_zero_low_parts() -> None:
         False,
     )
     assert heads.n[0] == heads.n[2] == state.n_stored and not heads.sums_lo[0].any()
+
+
+def _reference_head(heads: Heads, i: int) -> bytes:
+    """One head, format 2, field by field with ``struct`` (the layout of lte_core.head)."""
+    decayed = heads.decayed_sums is not None
+    flags = (FLAG_HAS_CLOCK if heads.has_clock[i] else 0) | (FLAG_DECAYED if decayed else 0)
+    d = heads.sums.shape[1]
+    out = struct.pack(
+        "<BBHIIiqqqqdd",
+        FORMAT_VERSION,
+        flags,
+        d,
+        heads.count[i],
+        heads.n[i],
+        heads.partition[i],
+        heads.end[i],
+        heads.last_offset[i],
+        heads.oldest[i],
+        heads.pending_min[i],
+        heads.weight_sum[i],
+        heads.decayed_weight[i],
+    )
+    out += struct.pack("<dd", heads.weight_lo[i], heads.decayed_weight_lo[i])
+    arrays = [heads.sums, heads.sums_lo]
+    if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
+        arrays += [heads.decayed_sums, heads.decayed_sums_lo]
+    for arr in arrays:
+        out += struct.pack(f"<{d}d", *arr[i])
+    return out
+
+
+@given(st.integers(1, 40), st.integers(1, 400), st.booleans(), st.integers(0, 1000))
+def test_serialised_heads_match_a_field_by_field_encoding(
+    m: int, d: int, decayed: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    heads = Heads.empty(m, d, decayed)
+    for name in ("count", "n", "end", "last_offset", "oldest", "pending_min"):
+        getattr(heads, name)[:] = rng.integers(0, 2**31, m)
+    heads.partition[:] = rng.integers(-1, 64, m)
+    heads.has_clock[:] = rng.random(m) < 0.5
+    for name in ("weight_sum", "decayed_weight", "weight_lo", "decayed_weight_lo"):
+        getattr(heads, name)[:] = rng.standard_normal(m)
+    for arr in (heads.sums, heads.sums_lo, heads.decayed_sums, heads.decayed_sums_lo):
+        if arr is not None:
+            arr[...] = rng.standard_normal(arr.shape) * 10.0 ** rng.integers(-300, 300, arr.shape)
+    rows = rng.permutation(m)[: rng.integers(0, m + 1)]
+    data = serialise_heads(heads, rows)
+    assert data == [_reference_head(heads, int(i)) for i in rows]
+    assert all(type(b) is bytes and len(b) == head_bytes(d, decayed) for b in data)
+    again = parse_heads(data, d, decayed)
+    assert [_reference_head(again, i) for i in range(len(rows))] == data
