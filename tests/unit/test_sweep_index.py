@@ -6,6 +6,8 @@ tombstone leave exactly the index the heads imply."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import pytest
@@ -214,13 +216,18 @@ def test_sweep_steps_leave_exactly_the_due_index_the_heads_imply(
 
 
 def _due_keys(store: WindowStore) -> set[tuple[int, bytes]]:
-    keys = [k for k in store._db.keys(from_key=DUE) if k.startswith(DUE)]
+    keys = _keys(store, DUE)
     return {(int.from_bytes(k[1:9], "big") - (1 << 63), k[9:]) for k in keys}
 
 
 def _index(store: WindowStore, spec: WindowSpec) -> set[tuple[int, bytes]]:
     """The due index recomputed from every stored head."""
-    users = [k[1:] for k in store._db.keys(from_key=HEAD) if k.startswith(HEAD)]
+    users = [k[1:] for k in _keys(store, HEAD)]
     heads = parse_heads(store.read_heads(users), 2, False)
     due = due_times(spec, heads).tolist()
     return {(d, u) for d, u in zip(due, users, strict=True) if d != NEVER}
+
+
+def _keys(store: WindowStore, prefix: bytes) -> list[bytes]:
+    keys = cast(Iterator[bytes], store._db.keys(from_key=prefix))
+    return [k for k in keys if k.startswith(prefix)]
