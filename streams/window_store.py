@@ -567,7 +567,7 @@ def _event_records(
     suffix = np.empty((len(user_idx), 2), dtype=">u8")
     suffix[:, 0] = bucket.astype(np.uint64) + np.uint64(_BIAS)
     suffix[:, 1] = offset.astype(np.uint64)
-    prefixes = [event_prefix(u) for u in users]
+    prefixes = event_prefixes(users)
     # a void view turns each 16-byte row into one bytes object, NUL bytes kept
     suffixes = suffix.view("V16").ravel().tolist()
     return list(map(operator.add, map(prefixes.__getitem__, user_idx.tolist()), suffixes))
