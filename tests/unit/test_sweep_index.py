@@ -1,7 +1,5 @@
-"""The sweep's RocksDB reads and due-index writes against references: scans of the head and
-event regions (any scan size, dense or scattered users) return what point lookups and the
-in-memory store return, and sweep steps that clear the visited due-index span by one range
-tombstone leave exactly the index the heads imply."""
+"""Sweep steps that clear the due-index span they visited by one range tombstone
+(:meth:`streams.window_store.StoreWrite.clear_due`) leave exactly the index the heads imply."""
 
 from __future__ import annotations
 
@@ -10,145 +8,15 @@ from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rocksdict import WriteBatch
 
-from lte_core.engine import FROM_START, NEVER, EventColumns, RangeRequests, WindowEngine, due_times
+from lte_core.engine import NEVER, EventColumns, WindowEngine, due_times
 from lte_core.head import parse_heads
-from lte_core.memory_store import MemoryWindowStore
 from lte_core.window import WindowSpec
-from streams import window_store
-from streams.window_store import DUE, HEAD, WindowStore, _event_records, _event_values
+from streams.window_store import DUE, HEAD, WindowStore
 
-#: numeric ids of mixed lengths: due order (raw bytes) and event-key order (length first)
-#: differ, so a sweep's users come in several runs of the event region
 USERS = [b"u%d" % i for i in range(60)]
-SCAN_SIZES = st.sampled_from([(1, 1, 1), (2, 4, 2), (3, 7, 8), (256, 4096, 8)])
-
-
-@pytest.fixture(autouse=True)
-def _restore_scan_sizes() -> object:
-    saved = (
-        window_store._EVENT_SCAN_FIRST,
-        window_store._EVENT_SCAN_MAX,
-        window_store._HEAD_SCAN_FIRST,
-        window_store._HEAD_SCAN_MAX,
-        window_store._HEAD_SCAN_MIN,
-        window_store._ADJACENT_RUN,
-    )
-    yield
-    (
-        window_store._EVENT_SCAN_FIRST,
-        window_store._EVENT_SCAN_MAX,
-        window_store._HEAD_SCAN_FIRST,
-        window_store._HEAD_SCAN_MAX,
-        window_store._HEAD_SCAN_MIN,
-        window_store._ADJACENT_RUN,
-    ) = saved
-
-
-def _scan_sizes(sizes: tuple[int, int, int]) -> None:
-    first, most, run = sizes
-    window_store._EVENT_SCAN_FIRST = window_store._HEAD_SCAN_FIRST = first
-    window_store._EVENT_SCAN_MAX = window_store._HEAD_SCAN_MAX = most
-    window_store._HEAD_SCAN_MIN = 1
-    window_store._ADJACENT_RUN = run
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, len(USERS) - 1),
-            st.integers(-3, 12),
-            st.integers(0, 10**4),
-            st.integers(0, 9),
-            st.floats(0.5, 5.0, width=32),
-        ),
-        max_size=150,
-        unique_by=lambda e: (e[0], e[1], e[2]),
-    ),
-    st.lists(
-        st.tuples(
-            st.integers(0, len(USERS) - 1),
-            st.one_of(st.just(int(FROM_START)), st.integers(-4, 14)),
-            st.integers(-4, 14),
-        ),
-        max_size=80,
-    ),
-    SCAN_SIZES,
-    st.booleans(),
-)
-def test_scanned_range_reads_equal_the_reference(
-    stored: list[tuple[int, int, int, int, float]],
-    asked: list[tuple[int, int, int]],
-    sizes: tuple[int, int, int],
-    sweep_like: bool,
-) -> None:
-    """Every scan size, from one key per scan up: requests answered by scans, by seeks
-    and by both in one call, each with its events and the next stored bucket."""
-    _scan_sizes(sizes)
-    if sweep_like:  # a sweep's requests: every user, everything below a window start
-        asked = [(u, int(FROM_START), 5) for u in range(len(USERS))] + asked
-    memory = MemoryWindowStore()
-    for u, bucket, offset, item, weight in stored:
-        memory.events.setdefault(USERS[u], []).append((bucket, offset, item, weight))
-    for records in memory.events.values():
-        records.sort()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = WindowStore(tmp)
-        try:
-            batch = WriteBatch(raw_mode=True)
-            if stored:
-                cols = np.array([e[:3] for e in stored], dtype=np.int64)
-                keys = _event_records(USERS, cols[:, 0], cols[:, 1], cols[:, 2])
-                values = _event_values(
-                    np.array([e[3] for e in stored], dtype=np.uint32),
-                    np.array([e[4] for e in stored], dtype=np.float32),
-                )
-                for key, value in zip(keys, values, strict=True):
-                    batch.put(key, value)
-            batch.put(b"d-before-the-events", b"")
-            batch.put(HEAD + b"after-the-events", b"")
-            store.write(batch)
-            req = RangeRequests(
-                user=np.array([a[0] for a in asked], dtype=np.int64),
-                lo=np.array([a[1] for a in asked], dtype=np.int64),
-                hi=np.array([a[2] for a in asked], dtype=np.int64),
-            )
-            got = store.read_ranges(USERS, req)
-        finally:
-            store.close()
-    want = memory.read_ranges(USERS, req)
-    for name in ("request", "bucket", "offset", "item", "weight", "next_bucket"):
-        assert np.array_equal(getattr(got, name), getattr(want, name)), name
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    st.dictionaries(st.binary(min_size=1, max_size=2), st.binary(max_size=20), max_size=300),
-    st.lists(st.binary(min_size=1, max_size=2), max_size=200),
-    SCAN_SIZES,
-)
-def test_scanned_head_reads_equal_point_lookups(
-    heads: dict[bytes, bytes], asked: list[bytes], sizes: tuple[int, int, int]
-) -> None:
-    _scan_sizes(sizes)
-    asked = asked + sorted(heads)[::2]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = WindowStore(tmp)
-        try:
-            batch = WriteBatch(raw_mode=True)
-            for user, head in heads.items():
-                batch.put(HEAD + user, head)
-            batch.put(b"i-after-the-heads", b"")
-            store.write(batch)
-            got = store.read_heads(asked)
-        finally:
-            store.close()
-    assert got == [heads.get(u) for u in asked]
 
 
 @settings(max_examples=25, deadline=None)
@@ -159,16 +27,14 @@ def test_scanned_head_reads_equal_point_lookups(
         max_size=120,
     ),
     st.integers(1, 25),
-    SCAN_SIZES,
 )
 def test_sweep_steps_leave_exactly_the_due_index_the_heads_imply(
-    events: list[tuple[int, int, int]], limit: int, sizes: tuple[int, int, int]
+    events: list[tuple[int, int, int]], limit: int
 ) -> None:
     """Events over a dozen buckets, then the clock moves bucket by bucket and each pass
     sweeps in steps of ``limit`` users, clearing the span each step visited: after every
     step the index holds one key per head, at the due time the head implies (oracle:
     :func:`due_times` of every stored head), and a pass sweeps exactly the users due."""
-    _scan_sizes(sizes)
     spec = WindowSpec(window=3 * 10, lag=10, bucket=10)
     vectors = np.random.default_rng(0).standard_normal((10, 2)).astype(np.float32)
     engine = WindowEngine(spec, vectors)
