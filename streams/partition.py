@@ -162,7 +162,8 @@ class PartitionProcessor:
         ``resume`` continues the due-index scan where this partition's previous call ended
         (the batches of one pass); otherwise it starts at the front of the index."""
         now = self.now()
-        users, self._due_from = self.store.due_users(now, limit, self._due_from if resume else DUE)
+        first = self._due_from if resume else DUE
+        users, self._due_from = self.store.due_users(now, limit, first)
         if not users:
             return 0
         result = self._engine.process(
@@ -170,7 +171,8 @@ class PartitionProcessor:
         )
         updates = self._builder.build(users, result, now)
         write = self.store.begin()
-        write.engine_result(users, result)
+        write.clear_due(first, self._due_from)
+        write.engine_result(users, result, due_cleared=True)
         self._account(result)
         await self._emit(write, now, updates, [], trigger="clock")
         self._metrics.sweep_users.inc(len(users))

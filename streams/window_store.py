@@ -20,6 +20,7 @@ consistent (see ``docs/guarantees`` in the README).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 import math
@@ -28,7 +29,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -57,8 +58,15 @@ DUE = b"d"
 META = b"m"
 _BIAS = 1 << 63
 _U64 = struct.Struct(">Q")
-#: seeks :meth:`WindowStore.read_heads` makes before it judges the heads scattered
-_HEAD_SEEKS_FREE = 64
+#: heads (events) the first scan of a read returns at most; each further scan of the same
+#: read doubles it up to the maximum (a scan judged sparse hands the rest to seeks)
+_HEAD_SCAN_FIRST, _HEAD_SCAN_MAX = 64, 1024
+_EVENT_SCAN_FIRST, _EVENT_SCAN_MAX = 256, 4096
+#: requests in a row that :meth:`WindowStore._seek_ranges` found adjacent (no seek) before
+#: it hands the rest back to scans
+_ADJACENT_RUN = 8
+#: fewer heads than this are read by one multi-get, never scanned
+_HEAD_SCAN_MIN = 16
 _EVENT_VALUE_DTYPE = np.dtype([("item", "<u4"), ("weight", "<f4")])
 
 META_CHANGELOG = b"changelog_offset"
@@ -72,10 +80,29 @@ SHIPPED_META = (META_CLOCK, META_USERS, META_EVENTS)
 CLOCK_FORMAT = struct.Struct(">d")
 
 ChangelogRecord = tuple[bytes, bytes | None]
+I64 = npt.NDArray[np.int64]
 
 
 def event_prefix(user: bytes) -> bytes:
     return EVENT + len(user).to_bytes(2, "big") + user
+
+
+class _EventLeads(dict[int, bytes]):
+    """``EVENT`` and the user's length, per length (filled on first use)."""
+
+    def __missing__(self, length: int) -> bytes:
+        lead = self[length] = EVENT + length.to_bytes(2, "big")
+        return lead
+
+
+_EVENT_LEADS = _EventLeads()
+
+
+def event_prefixes(users: Iterable[bytes]) -> list[bytes]:
+    """:func:`event_prefix` of many users, by C iteration (the sweep's reads and every
+    batch's writes build one per user)."""
+    users = list(users)
+    return list(map(operator.add, map(_EVENT_LEADS.__getitem__, map(len, users)), users))
 
 
 def due_key(due: int, user: bytes) -> bytes:
@@ -117,6 +144,9 @@ class WindowStore:
         self._write_options = WriteOptions()
         # rocksdict's stub declares a method; at runtime it is a writable property.
         self._write_options.disable_wal = not wal  # type: ignore[method-assign,assignment]
+        # scans stop at the end of their region (the next prefix byte)
+        self._heads = _region(HEAD)
+        self._events = _region(EVENT)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = Rdict(str(self.path), _options())
@@ -129,76 +159,141 @@ class WindowStore:
     # -- engine reads -------------------------------------------------------------------------
 
     def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
-        """The users' heads, visited in key order with one iterator while they are mostly
-        adjacent (a sweep's users are: stepping to the next head costs a quarter of a point
-        lookup), and by one multi-get for the rest as soon as more than a quarter of them
-        have needed a seek (an event batch's users are scattered over the key space, where
-        the multi-get is the cheaper)."""
+        """The users' heads. Wanted keys are visited in key order by bounded scans of the
+        head region (one ``items()`` call each, C iteration) while at least half of what a
+        scan returns was asked for (a sweep's users are mostly adjacent in key order: a scan
+        costs a fraction of a lookup per head); the rest come from one multi-get as soon as
+        a scan returns mostly strangers (an event batch's users are scattered over the key
+        space, where the multi-get is the cheaper)."""
         n = len(users)
         if not n:
             return []
         keys = [HEAD + u for u in users]
-        out: list[bytes | None] = [None] * n
-        order = sorted(range(n), key=keys.__getitem__)
-        it = self._db.iter()
-        # invariant: ``key`` is the first key >= ``known`` (None: there is none)
-        known: bytes | None = None
-        key: bytes | None = None
-        seeks = 0
-        for done, j in enumerate(order):
-            wanted = keys[j]
-            if key != wanted:
-                if known is not None and known <= wanted and (key is None or wanted < key):
-                    continue  # absent: between where the iterator was sent and where it is
-                if seeks > _HEAD_SEEKS_FREE + done // 4:
-                    rest = order[done:]
-                    found: list[bytes | None] = self._db.get([keys[i] for i in rest]) or []
-                    for i, value in zip(rest, found, strict=True):
-                        out[i] = value
-                    return out
-                it.seek(wanted)
-                seeks += 1
-                known = wanted
-                key = it.key()
-                if key != wanted:
-                    continue
-            out[j] = it.value()
-            it.next()
-            known = wanted + b"\x00"
-            key = it.key()
-        return out
+        wanted = sorted(keys)
+        found: dict[bytes, bytes] = {}
+        pos, size = 0, min(_HEAD_SCAN_FIRST, n + 8)
+        while pos < n and n >= _HEAD_SCAN_MIN:
+            chunk = self._scan(wanted[pos], self._heads, size)
+            found.update(chunk)
+            if len(chunk) < size:  # the scan reached the end of the head region
+                pos = n
+                break
+            reached = bisect.bisect_right(wanted, chunk[-1][0], pos)
+            asked, pos = reached - pos, reached
+            if 2 * asked < size:
+                break
+            size = min(2 * size, _HEAD_SCAN_MAX)
+        if pos < n:
+            rest = wanted[pos:]
+            values: list[bytes | None] = self._db.get(list[Any](rest)) or []
+            found.update((k, v) for k, v in zip(rest, values, strict=True) if v is not None)
+        return list(map(found.get, keys))
 
     def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
-        """The requested ranges, visited in key order with one iterator: a request whose
-        start lies between where the iterator is known to stand and the key it stands on
-        needs no seek (a seek costs far more than a step; a sweep's users are mostly adjacent
-        in key order). Results come back in request order, as if each had been sought.
-
-        The bounds are laid out by numpy and the loop does per request only what it must
-        (a sweep reads one short range per user, so per-request Python is the cost)."""
+        """The requested ranges, visited in key order. While the requests are dense in the
+        event region (a sweep's users mostly are), bounded scans read every key from the
+        next request's start (one ``items()`` call, C iteration) and numpy assigns the keys
+        to the requests they answer (:func:`_assign_scanned`); once a scan returns mostly
+        keys nobody asked for, the rest are read by :meth:`_seek_ranges`, which seeks per
+        request. Results come back in request order, as if each had been sought."""
         m = len(requests)
-        prefixes = [event_prefix(users[u]) for u in requests.user.tolist()]
-        # biased big-endian bounds (int64 -> uint64 wraps to value + 2^63)
-        lo = (requests.lo.astype(np.uint64) + np.uint64(_BIAS)).astype(">u8").tobytes()
-        hi = (requests.hi.astype(np.uint64) + np.uint64(_BIAS)).astype(">u8").tobytes()
-        starts = [p + lo[8 * j : 8 * j + 8] for j, p in enumerate(prefixes)]
+        prefixes = event_prefixes(map(users.__getitem__, requests.user.tolist()))
+        # a range that ends before it starts is empty and still answers the first bucket
+        # >= its start
+        end = np.maximum(requests.lo, requests.hi)
+        starts = list(map(operator.add, prefixes, _biased(requests.lo)))
+        stops = list(map(operator.add, prefixes, _biased(end)))
+        order = sorted(range(m), key=starts.__getitem__)
+        nxt = np.full(m, NO_BUCKET, dtype=np.int64)
+        parts: list[_Found] = []
+        first_size = size = min(_EVENT_SCAN_FIRST, 2 * m + 16)
+        pos, scanning = 0, True
+        while pos < m:
+            if not scanning:
+                part, pos = self._seek_ranges(order, pos, prefixes, starts, stops, nxt)
+                parts.append(part)
+                scanning, size = True, first_size
+                continue
+            chunk = self._scan(starts[order[pos]], self._events, size)
+            if len(chunk) < size:  # the region's end: every request left is answered
+                done = m
+            else:
+                last = chunk[-1][0]
+                done = pos
+                while done < m and stops[order[done]] <= last:
+                    done += 1
+                if done == pos:  # one range longer than the scan: seek it
+                    scanning = False
+                    continue
+            if chunk:
+                answered = np.asarray(order[pos:done], dtype=np.int64)
+                part = _assign_scanned(
+                    chunk,
+                    answered,
+                    [prefixes[j] for j in answered.tolist()],
+                    requests.lo[answered],
+                    end[answered],
+                    nxt,
+                )
+                parts.append(part)
+                # mostly other users' keys, or events past the ranges: seeking is cheaper
+                scanning = 2 * (len(part.request) + done - pos) >= len(chunk)
+            pos = done
+            size = min(2 * size, _EVENT_SCAN_MAX)
+        if not parts:
+            parts.append(_Found.empty())
+        found = _Found(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+        sort = np.argsort(found.request, kind="stable")
+        return RangeResult(
+            request=found.request[sort],
+            bucket=found.bucket[sort],
+            offset=found.offset[sort],
+            item=found.item[sort].astype(np.uint32),
+            weight=found.weight[sort].astype(np.float32),
+            next_bucket=nxt,
+        )
+
+    def _scan(self, first: bytes, region: ReadOptions, size: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``size`` keys and values from ``first`` on, within ``region``."""
+        items = self._db.items(from_key=first, read_opt=region)
+        return cast(list[tuple[bytes, bytes]], list(itertools.islice(items, size)))
+
+    def _seek_ranges(  # noqa: PLR0917 - the request columns read_ranges laid out
+        self,
+        order: Sequence[int],
+        pos: int,
+        prefixes: Sequence[bytes],
+        starts: Sequence[bytes],
+        stops: Sequence[bytes],
+        nxt: I64,
+    ) -> tuple[_Found, int]:
+        """Requests ``order[pos:]`` (in key order) with one iterator: a request whose start
+        lies between where the iterator is known to stand and the key it stands on needs no
+        seek (a seek costs far more than a step). Stops after :data:`_ADJACENT_RUN`
+        requests in a row needed none (the requests got dense: a scan is cheaper there);
+        returns what it found and where it stopped."""
         req: list[int] = []
         keys: list[bytes] = []
         values: list[bytes] = []
-        nxt = [int(NO_BUCKET)] * m
         it = self._db.iter()
         # invariant: ``key`` is the first key >= ``known`` (None: there is none)
         known: bytes | None = None
         key: bytes | None = None
-        for j in sorted(range(m), key=starts.__getitem__):
+        adjacent = 0
+        while pos < len(order) and adjacent < _ADJACENT_RUN:
+            j = order[pos]
+            pos += 1
             start, prefix = starts[j], prefixes[j]
             if known is None or start < known or (key is not None and start > key):
                 it.seek(start)
                 known = start
                 key = it.key()
+                adjacent = 0
+            else:
+                adjacent += 1
             if key is None or not key.startswith(prefix):
                 continue
-            stop = prefix + hi[8 * j : 8 * j + 8]
+            stop = stops[j]
             last = None
             while key < stop:
                 req.append(j)
@@ -213,18 +308,16 @@ class WindowStore:
                 nxt[j] = _U64.unpack_from(key, len(prefix))[0] - _BIAS
             if last is not None:
                 known = last + b"\x00"
-        request = np.asarray(req, dtype=np.int64)
-        order = np.argsort(request, kind="stable")
-        suffix = np.frombuffer(b"".join(keys), dtype=">u8").reshape(-1, 2)[order]
-        vals = np.frombuffer(b"".join(values), dtype=_EVENT_VALUE_DTYPE)[order]
-        return RangeResult(
-            request=request[order],
-            bucket=(suffix[:, 0] - np.uint64(_BIAS)).astype(np.int64),
+        suffix = np.frombuffer(b"".join(keys), dtype=">u8").reshape(-1, 2)
+        vals = np.frombuffer(b"".join(values), dtype=_EVENT_VALUE_DTYPE)
+        found = _Found(
+            request=np.asarray(req, dtype=np.int64),
+            bucket=_unbias(suffix[:, 0]),
             offset=suffix[:, 1].astype(np.int64),
-            item=vals["item"].astype(np.uint32),
-            weight=vals["weight"].astype(np.float32),
-            next_bucket=np.asarray(nxt, dtype=np.int64),
+            item=vals["item"],
+            weight=vals["weight"],
         )
+        return found, pos
 
     # -- sweeper --------------------------------------------------------------------------------
 
@@ -304,8 +397,12 @@ class StoreWrite:
         self.batch = WriteBatch(raw_mode=True)
         self.changelog: list[ChangelogRecord] = []
 
-    def engine_result(self, users: Sequence[bytes], result: EngineResult) -> None:
-        """Record what the engine decided, in changelog-safe order."""
+    def engine_result(
+        self, users: Sequence[bytes], result: EngineResult, *, due_cleared: bool = False
+    ) -> None:
+        """Record what the engine decided, in changelog-safe order. ``due_cleared``: the
+        users' due-index entries are already deleted (:meth:`clear_due`, a sweep's), so
+        only their new ones are put."""
         put, gone = result.put, result.delete
         batch, changelog = self.batch, self.changelog
         # per-record loops run as C iteration (map/extend): these are the worker's
@@ -324,10 +421,22 @@ class StoreWrite:
         gone_keys = _event_records(users, gone.user, gone.bucket, gone.offset)
         _drain(map(batch.delete, gone_keys))
         changelog.extend(zip(gone_keys, itertools.repeat(None)))
+        after = result.next_change.tolist()
+        if due_cleared:
+            for i in np.flatnonzero(result.next_change != NEVER).tolist():
+                self.batch.put(due_key(after[i], users[i]), b"")
+            return
         moved = np.flatnonzero(result.prev_next_change != result.next_change).tolist()
-        before, after = result.prev_next_change.tolist(), result.next_change.tolist()
+        before = result.prev_next_change.tolist()
         for i in moved:
             self.reindex(users[i], before[i], after[i])
+
+    def clear_due(self, first: bytes, end: bytes) -> None:
+        """Delete the due-index keys ``first <= key < end`` by one range tombstone: a sweep
+        step visited every live key there (:meth:`WindowStore.due_users`), so one
+        tombstone replaces a point delete per swept user (and the scans that step over
+        them)."""
+        self.batch.delete_range(first, end)
 
     def reindex(self, user: bytes, before: int, after: int) -> None:
         if before == after:
@@ -356,6 +465,92 @@ class StoreWrite:
         self._store.write(self.batch)
 
 
+def _region(prefix: bytes) -> ReadOptions:
+    read = ReadOptions()
+    read.set_iterate_upper_bound(bytes([prefix[0] + 1]))
+    return read
+
+
+class _Found(NamedTuple):
+    """Events found for some requests (``request`` numbers them), in any order."""
+
+    request: I64
+    bucket: I64
+    offset: I64
+    item: npt.NDArray[np.uint32]
+    weight: npt.NDArray[np.float32]
+
+    @classmethod
+    def empty(cls) -> _Found:
+        r = RangeResult.empty()
+        return cls(r.request, r.bucket, r.offset, r.item, r.weight)
+
+
+_PREFIX_OF = operator.itemgetter(slice(None, -16))
+_SUFFIX_OF = operator.itemgetter(slice(-16, None))
+
+
+def _biased(values: I64) -> list[bytes]:
+    """Each value as 8 big-endian bytes, biased (int64 -> uint64 wraps to value + 2^63) so
+    that byte order is numeric order."""
+    biased = (values.astype(np.uint64) + np.uint64(_BIAS)).astype(">u8")
+    # a void view turns each row into one bytes object, NUL bytes kept
+    return cast(list[bytes], biased.view("V8").tolist())
+
+
+def _unbias(column: npt.NDArray[np.uint64]) -> I64:
+    return (column - np.uint64(_BIAS)).astype(np.int64)
+
+
+def _assign_scanned(  # noqa: PLR0917 - the columns of the answered requests
+    chunk: list[tuple[bytes, bytes]],
+    answered: I64,
+    prefixes: list[bytes],
+    lo: I64,
+    end: I64,
+    nxt: I64,
+) -> _Found:
+    """The events of requests ``answered`` (user key prefix, buckets ``lo <= b < end``)
+    among ``chunk``, the consecutive event keys from the first request's start up to past
+    the last one's end; sets ``nxt`` of each to the bucket of the user's first key at or
+    past ``end``, when there is one. Keys sort by user prefix, then bucket (prefixes are
+    prefix-free: their length leads), so a rank ``block · width + bucket rank`` is sorted
+    and each request's events are one ``searchsorted`` slice of it."""
+    keys = list(map(operator.itemgetter(0), chunk))
+    p = len(keys)
+    pk = list(map(_PREFIX_OF, keys))
+    block = np.zeros(p, dtype=np.int64)
+    np.cumsum(
+        np.fromiter(map(operator.ne, pk[1:], pk[:-1]), dtype=bool, count=p - 1), out=block[1:]
+    )
+    block_of = dict(zip(pk, block.tolist(), strict=True))
+    owner = np.fromiter(
+        map(block_of.get, prefixes, itertools.repeat(-1)), dtype=np.int64, count=len(prefixes)
+    )
+    suffix = np.frombuffer(b"".join(map(_SUFFIX_OF, keys)), dtype=">u8").reshape(p, 2)
+    bucket = _unbias(suffix[:, 0])
+    levels = np.unique(bucket)
+    width = len(levels) + 1
+    rank = block * width + np.searchsorted(levels, bucket)
+    first = np.searchsorted(rank, owner * width + np.searchsorted(levels, lo))
+    past = np.searchsorted(rank, owner * width + np.searchsorted(levels, end))
+    present = owner >= 0
+    count = np.where(present, past - first, 0)
+    follows = present & (past < p)
+    follows[follows] = block[past[follows]] == owner[follows]
+    nxt[answered[follows]] = bucket[past[follows]]
+    total = int(count.sum())
+    idx = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(total)
+    vals = np.frombuffer(b"".join(map(operator.itemgetter(1), chunk)), dtype=_EVENT_VALUE_DTYPE)
+    return _Found(
+        request=np.repeat(answered, count),
+        bucket=bucket[idx],
+        offset=suffix[idx, 1].astype(np.int64),
+        item=vals["item"][idx],
+        weight=vals["weight"][idx],
+    )
+
+
 def _drain(calls: Iterable[object]) -> None:
     """Run an iterator of calls for their effect, at C speed."""
     collections.deque(calls, maxlen=0)
@@ -372,7 +567,7 @@ def _event_records(
     suffix = np.empty((len(user_idx), 2), dtype=">u8")
     suffix[:, 0] = bucket.astype(np.uint64) + np.uint64(_BIAS)
     suffix[:, 1] = offset.astype(np.uint64)
-    prefixes = [event_prefix(u) for u in users]
+    prefixes = event_prefixes(users)
     # a void view turns each 16-byte row into one bytes object, NUL bytes kept
     suffixes = suffix.view("V16").ravel().tolist()
     return list(map(operator.add, map(prefixes.__getitem__, user_idx.tolist()), suffixes))

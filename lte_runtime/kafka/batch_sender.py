@@ -10,7 +10,9 @@ so keyed topics stay co-partitioned with what other clients produce
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -40,6 +42,32 @@ Record = OutRecord | tuple[bytes | None, bytes | None]
 #: doubling from :data:`FIRST_BACKOFF_S`.
 SEND_ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.1
+
+
+_KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _fill(batch: Any, records: Sequence[Record], headers: list[tuple[str, bytes]]) -> int:
+    """Append ``records`` (plain tuples) to an empty ``BatchBuilder`` until one does not
+    fit; return how many were appended. aiokafka's C record builder is called directly by C
+    iteration (``BatchBuilder.append`` wraps it in two Python calls a record: ~0.7 µs a
+    record against ~0.4 measured), stopping at the first record that does not fit (a later,
+    smaller one would otherwise be appended out of order); the wrapper's count is set as
+    its ``append`` would have."""
+    appended = itertools.takewhile(
+        bool,
+        map(
+            batch._builder.append,
+            itertools.count(),
+            itertools.repeat(None),
+            map(_KEY, records),
+            map(_VALUE, records),
+            itertools.repeat(headers),
+        ),
+    )
+    count = len(list(appended))
+    batch._relative_offset = count
+    return count
 
 
 class BatchSender:
@@ -109,6 +137,17 @@ class BatchSender:
         pending: list[tuple[int, int, Any]] = []
         common = list(headers)
         for part, chunk in by_partition.items():
+            if max(map(len, chunk)) == 2:  # plain (key, value) tuples: filled in bulk
+                done = 0
+                while done < len(chunk):
+                    batch = self._producer.create_batch()
+                    count = _fill(batch, chunk[done:], common)
+                    if count == 0:
+                        raise ValueError(f"a record for {topic} is larger than max_batch_size")
+                    sent = await self._producer.send_batch(batch, topic, partition=part)
+                    pending.append((part, count, sent))
+                    done += count
+                continue
             batch = self._producer.create_batch()
             append = batch.append
             count = 0
