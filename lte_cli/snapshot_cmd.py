@@ -83,6 +83,7 @@ def snapshot(**options: Any) -> None:
     from offline.snapshot import (  # noqa: PLC0415
         Snapshot,
         SnapshotError,
+        overlapping,
         streamed,
         window_ends,
     )
@@ -131,7 +132,7 @@ def snapshot(**options: Any) -> None:
             )
         overlap = None
         if sequence_start is not None:
-            overlap = np.asarray(ends > sequence_start, dtype=np.bool_)
+            overlap = overlapping(ends, sequence_start)
             bad = np.flatnonzero(overlap)
             if len(bad) and not options["allow_overlap"]:
                 shown = "; ".join(

@@ -91,7 +91,7 @@ CHUNK_EVENTS = 1 << 20
 #: of user blocks is chosen so that neither exceeds it (:func:`_blocks_for`).
 BLOCK_BYTES = 64 << 20
 #: At most this many blocks (one open spill file each during the partition pass).
-MAX_BLOCKS = 1024
+MAX_BLOCKS = 256
 #: Output rows per chunk read back in request order.
 CHUNK_ROWS = 1 << 16
 #: A spilled event: its user within the block, basis row, bucket - low, weight (16 B).
@@ -132,16 +132,17 @@ class Snapshot:
         return len(self.user_ids)
 
 
-def overlapping(snapshot: Snapshot, sequence_start: F64) -> npt.NDArray[np.bool_]:
-    """Rows whose LTE window ends after the example's short-term sequence begins.
+def overlapping(window_end: F64, sequence_start: F64) -> npt.NDArray[np.bool_]:
+    """Rows whose LTE window ends after the example's short-term sequence begins
+    (``window_end``: :attr:`Snapshot.window_end`, or :func:`window_ends` of the pairs).
 
     Such an LTE covers part of the horizon the sequence model is trained to predict from
     (and, causally, its targets): training on it leaks what serving will not have. The
     rule is ``window_end <= sequence_start`` (DESIGN 3.5b)."""
     start = np.asarray(sequence_start, dtype=np.float64)
-    if start.shape != snapshot.window_end.shape:
+    if start.shape != window_end.shape:
         raise ValueError("sequence_start must have one entry per snapshot row")
-    return np.asarray(snapshot.window_end > start, dtype=np.bool_)
+    return np.asarray(window_end > start, dtype=np.bool_)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,18 +234,6 @@ class _Ids:
         codes = np.asarray(encoded.indices.to_numpy(), dtype=np.int32)
         return cls(values=values, packed=distinct), codes
 
-    def restricted(self, codes: Codes, keep: npt.NDArray[np.bool_]) -> tuple[_Ids, Codes]:
-        """The table and codes of the ``keep`` entries of ``codes`` only (ids that occur
-        nowhere else dropped)."""
-        codes = codes[keep]
-        used = np.bincount(codes, minlength=len(self.values)) > 0
-        renumber = (np.cumsum(used) - 1).astype(np.int32)
-        table = _Ids(
-            values=self.values[used],
-            packed=None if self.packed is None else self.packed[used],
-        )
-        return table, renumber[codes]
-
     def lookup(self, strings: npt.NDArray[np.str_]) -> I64:
         """Each string's index among ``values``, -1 for strings not among them."""
         import pyarrow as pa  # noqa: PLC0415
@@ -311,8 +300,8 @@ class _IdTable:
         strings = np.ascontiguousarray(np.asarray(strings, dtype=np.str_))
         packed = _packed(strings) if self._packed else None
         if packed is None and self._packed:
-            self._packed = False
             values = self.ids().values
+            self._packed = False
             self._parts = [_arrow_strings(values)] if len(values) else []
         if packed is not None:
             encoded = pa.array(packed, type=pa.uint64()).dictionary_encode()
@@ -687,14 +676,16 @@ def streamed(
     encoder: EncoderSpec,
     source: str = "log",
     blocks: int | None = None,
-    chunk_events: int = CHUNK_EVENTS,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_events: int | None = None,
+    chunk_rows: int | None = None,
 ) -> Iterator[SnapshotStream]:
     """The LTE of each ``(user_ids[i], ts[i])`` as the stream computes it at clock ``ts[i]``
     with every event of ``log`` delivered on time (file order breaks ties of equal time),
     computed block by block through temporary spill files and read back in request order
     (see the module docstring for the memory this takes). ``blocks`` overrides the
-    number of user blocks (:func:`_blocks_for` otherwise). The files live in a
+    number of user blocks (:func:`_blocks_for` otherwise), ``chunk_events`` and
+    ``chunk_rows`` the chunk sizes (:data:`CHUNK_EVENTS`, :data:`CHUNK_ROWS`); none of
+    them changes an answer. The files live in a
     :class:`tempfile.TemporaryDirectory` that is removed when the ``with`` ends, also on
     error.
 
@@ -708,6 +699,8 @@ def streamed(
         raise ValueError("user_ids and ts must have the same length")
     if not np.isfinite(clocks).all():
         raise SnapshotError(f"pair {int(np.flatnonzero(~np.isfinite(clocks))[0])}: ts not finite")
+    chunk_events = chunk_events or CHUNK_EVENTS
+    chunk_rows = chunk_rows or CHUNK_ROWS
     built = build_encoder(encoder, basis)
     kind = _answer_dtype(basis)
     n = len(users_in)
@@ -832,8 +825,8 @@ def point_in_time(
     encoder: EncoderSpec,
     source: str = "log",
     blocks: int | None = None,
-    chunk_events: int = CHUNK_EVENTS,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_events: int | None = None,
+    chunk_rows: int | None = None,
 ) -> Snapshot:
     """:func:`streamed`, all rows in one :class:`Snapshot` (for tests and small inputs:
     the whole output is in memory)."""
