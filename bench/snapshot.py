@@ -5,23 +5,26 @@ popularity) and uniformly random ``(user, t)`` pairs (default 10^6; 1% of users 
 the log) over the log's span, window 365d, lag 28d, bucket 1d, encoder ``mean`` on the
 identity basis. Measured in one process:
 
-* ``snapshot``: :func:`~offline.snapshot.point_in_time` for all pairs, end to end (indexing
-  the log -- string ids included -- and the one pass), median of ``--repeats``, in wall
-  time and in this process's CPU time (on a shared machine the wall time includes waiting
-  for a core); the log indexing alone is timed too;
+* ``snapshot``: :func:`~offline.snapshot.streamed` for all pairs, end to end (partitioning
+  the log by user -- string ids included --, answering block by block, and reading every
+  row back in input order into a discarding sink), median of ``--repeats``, in wall time and
+  in this process's CPU time (on a shared machine the wall time includes waiting for a
+  core); the partition pass alone is timed too;
 * ``naive``: the baseline -- per pair, the user's events (the log pre-grouped by user,
   grouping not timed) filtered to the window and averaged from scratch, then encoded -- on a
   random subsample of ``--naive-pairs`` pairs, median of ``--repeats``, extrapolated to
   pairs/s (said in the output);
 * the answers of both on the subsample, which must agree within 1e-5;
-* memory: peak RSS growth of the snapshot call over the RSS with the log already loaded
-  (and pyarrow imported),
-  beside the sizes it is made of (log index per event, one head per user, the output);
-* writing the result as parquet (``offline.snapshot_files``), for scale.
+* memory: peak RSS growth of the snapshot (``VmHWM`` reset before it, so generating the log
+  does not mask it) over the RSS with the log loaded and the engine compiled, and peak
+  anonymous RSS growth (``RssAnon``, sampled), beside the sizes it is made of (one block's
+  heads, spilled log and index, answers; one output chunk; the rest is "other");
+* writing the result as parquet through the chunks (``offline.snapshot_files``), for scale,
+  with its own peak RSS growth.
 
 Results: ``bench/results/snapshot.json``.
 
-    nice -n 10 python -m bench.snapshot            # full size (minutes, ~6 GB peak)
+    nice -n 10 python -m bench.snapshot            # full size (minutes, ~5 GB peak: the log)
     python -m bench.snapshot --quick               # smoke run
 """
 
@@ -61,10 +64,6 @@ def rss_mb() -> float:
     with Path("/proc/self/statm").open() as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def generate(

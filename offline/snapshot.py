@@ -13,8 +13,7 @@ it left is ``late`` and never counts). Offline every event of the log is known u
 the log itself is the window store: :class:`LogWindowStore` serves the engine's range reads
 from the log sorted by ``(user, bucket, file order)``, and every user starts with all of
 its events *pending* behind the clock (as if delivered early). Moving the clock then makes
-events enter and leave exactly as the worker's sweeper does, and nothing is copied: memory
-is the log's columns plus one head (O(d)) per user.
+events enter and leave exactly as the worker's sweeper does, and nothing is copied.
 
 One pass. Pairs are sorted by time per user and deduplicated by window end bucket (pairs in
 the same end bucket share a window); the k-th clock of every user is advanced in one engine
@@ -30,16 +29,37 @@ worker's :meth:`~lte_core.engine.WindowEngine.process` runs between decoding and
 its stored heads -- so no head is ever turned into bytes here. Ids are factorised by
 hashing (packed into integers when short), not by sorting strings.
 
-Why the log index (16 bytes per event) is still there. Each user's clock moves in its own
-steps and a step reads that user's events between two buckets; in a log in file order
-they are scattered, so the reads need a per-user order of the events: this index. It
-could go: with the log in time order, one sweep of a common clock over the sorted pairs
-(one cursor where events enter the window, one where they leave) knows every step's
-moving events as two slices of the log, and a reader could serve the engine's reads of
-just the users in them from those slices -- but the heads' ``oldest`` / ``pending_min``
-(which tell the engine what to read) would then have to come from the slices instead of
-the index. That pass is not built; until it is, memory is O(events) for the index plus
-O(users·d) for the heads.
+By blocks of users, through temporary files (a Grace-hash-join style spill). Users are
+independent, so the work splits by user:
+
+1. *Partition pass.* The caller's log is read :data:`CHUNK_EVENTS` events at a time: user
+   ids get global codes from a table grown chunk by chunk (:class:`_IdTable`), items their
+   basis rows (unknown items skipped and counted), times their buckets, and each event is
+   appended as a 16-byte record (user within its block, item row, bucket, weight) to the
+   spill file of block ``code % B``.
+2. *Per block*, in turn: its spill is read and sorted into a :class:`_UserLog` (the per-user
+   order the engine's range reads need), heads are made for that block's users only, its
+   pairs are answered by the one pass above, and the answers are written, in pair order, to
+   the block's answer file.
+3. *Read back in request order* (:meth:`SnapshotStream.chunks`): :data:`CHUNK_ROWS` rows at
+   a time, each gathered from the B answer files (a block's rows of one chunk are one
+   contiguous run of its file, read with ``np.fromfile(offset=, count=)``; no memory map,
+   whose touched pages would count as resident).
+
+B is chosen so that one block's spilled events and one block's answers each average at
+most :data:`BLOCK_BYTES` (64 MB; :func:`_blocks_for`); users are dealt to blocks by code,
+so a block's share is even unless a few users hold much of the log.
+
+Memory, beyond the inputs (the caller's log, and the pairs with O(pairs) integers for their
+user codes, end buckets, positions -- ~24 B per pair): the partition pass holds one chunk
+(~100 B per chunk event of scratch) and the id table (O(users)); a block holds its events
+(its spill read back and its index: ~32 B per event of the block, <= ~2·BLOCK_BYTES on
+average), its users' heads (O(users·d / B)) and its answers (<= ~BLOCK_BYTES); reading back
+holds one output chunk (O(CHUNK_ROWS·d)). No array of the log's length exists, and the
+whole output exists only if the caller collects it (:func:`point_in_time` does, for tests
+and small inputs; ``lte snapshot`` writes each chunk as it comes). Disk: 16 B per known
+event plus one answer record per known pair (8 + 8 + 4·K (+ 4·d) bytes), in a
+:class:`tempfile.TemporaryDirectory` (``TMPDIR``) removed when the run ends, also on error.
 """
 
 from __future__ import annotations
@@ -467,10 +487,10 @@ def _partition(
     n = len(log)
     if n == 0:
         raise SnapshotError(f"{source}: the log holds no events")
-    ts = np.asarray(log.ts, dtype=np.float64)
+    ts = log.ts  # converted chunk by chunk, should it not be float64
     # bucket_of is monotonic: the extreme buckets are those of the extreme times
-    low = spec.bucket_of(float(ts.min())) - 1
-    span = spec.bucket_of(float(ts.max())) - low + 2
+    low = spec.bucket_of(float(np.min(ts))) - 1
+    span = spec.bucket_of(float(np.max(ts))) - low + 2
     if span >= 2**32:
         raise SnapshotError(
             f"{source}: {span:,} buckets of {spec.bucket}s is too fine a bucket for this "
@@ -494,7 +514,7 @@ def _partition(
             spill = np.empty(n_known, dtype=_SPILL)
             spill["user"] = code // blocks
             spill["item"] = rows[known]
-            spill["bucket"] = spec.bucket_of_array(ts[part][known]) - low
+            spill["bucket"] = spec.bucket_of_array(np.asarray(ts[part], np.float64)[known]) - low
             spill["weight"] = np.asarray(log.weights[part])[known]
             block = (code % blocks).astype(np.uint16)
             order = np.argsort(block, kind="stable")  # radix sort: O(chunk)
