@@ -260,6 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "threads": snapshot_module.WORKERS,
         "blocks": blocks,
+        "prefetch": snapshot_module.PREFETCH,
         "snapshot_s": round(snapshot_s, 2),
         "snapshot_pairs_s": round(args.pairs / snapshot_s),
         "snapshot_cpu_s": round(statistics.median(cpu_times), 2),
@@ -300,7 +301,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--out", type=Path, default=RESULTS / "snapshot.json")
+    parser.add_argument(
+        "--no-prefetch", action="store_true", help="load each block only when its turn comes"
+    )
     args = parser.parse_args()
+    snapshot_module.PREFETCH = not args.no_prefetch
     if args.quick:
         args.events, args.users, args.pairs, args.naive_pairs = 100_000, 2_000, 10_000, 500
     result = run(args)

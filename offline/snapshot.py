@@ -112,6 +112,9 @@ CHUNK_EVENTS = 1 << 20
 BLOCK_BYTES = 64 << 20
 #: At most this many blocks (one open spill file each during the partition pass).
 MAX_BLOCKS = 256
+#: Read and sort the next block on a thread while one block is answered (two blocks'
+#: events in memory at once).
+PREFETCH = True
 #: Output rows per chunk read back in request order.
 CHUNK_ROWS = 1 << 16
 #: A spilled event: its user within the block, basis row, bucket - low, weight (16 B).
@@ -641,23 +644,31 @@ def _answered_blocks(
     cuts = np.searchsorted(pair_block[order], np.arange(n_blocks + 1))
     positions = [by_block[cuts[b] : cuts[b + 1]] for b in range(n_blocks)]
     answer_paths = [directory / f"answers-{b}.bin" for b in range(n_blocks)]
-    for b, path in enumerate(parts.paths):
-        spill = np.fromfile(path, dtype=_SPILL)
-        path.unlink()
-        events = _UserLog.of_spill(spill, parts.block_users(b), parts.span, parts.low)
-        del spill
-        mine = positions[b]
-        _answer_block(
-            events,
-            code[mine] // n_blocks,
-            pair_end[mine],
-            clocks[mine],
-            basis=basis,
-            window=window,
-            encoder=encoder,
-            built=built,
-        ).tofile(answer_paths[b])
-        del events
+
+    def load(b: int) -> _UserLog:
+        spill = np.fromfile(parts.paths[b], dtype=_SPILL)
+        parts.paths[b].unlink()
+        return _UserLog.of_spill(spill, parts.block_users(b), parts.span, parts.low)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshot-load") as loader:
+        # the next block is read and sorted while this one is answered (numpy's sort
+        # releases the GIL); PREFETCH off loads each block when its turn comes
+        upcoming = loader.submit(load, 0) if PREFETCH else None
+        for b in range(n_blocks):
+            events = upcoming.result() if upcoming is not None else load(b)
+            upcoming = loader.submit(load, b + 1) if PREFETCH and b + 1 < n_blocks else None
+            mine = positions[b]
+            _answer_block(
+                events,
+                code[mine] // n_blocks,
+                pair_end[mine],
+                clocks[mine],
+                basis=basis,
+                window=window,
+                encoder=encoder,
+                built=built,
+            ).tofile(answer_paths[b])
+            del events
     return positions, answer_paths
 
 
