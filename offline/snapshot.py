@@ -47,8 +47,9 @@ independent, so the work splits by user:
    whose touched pages would count as resident).
 
 B is chosen so that one block's spilled events and one block's answers each average at
-most :data:`BLOCK_BYTES` (64 MB; :func:`_blocks_for`); users are dealt to blocks by code,
-so a block's share is even unless a few users hold much of the log.
+most :data:`BLOCK_BYTES` (64 MB; :func:`_blocks_for`), up to :data:`MAX_BLOCKS` blocks (past
+16 GB of spilled events, blocks grow instead); users are dealt to blocks by code, so a
+block's share is even unless a few users hold much of the log.
 
 Memory, beyond the inputs (the caller's log, and the pairs with O(pairs) integers for their
 user codes, end buckets, positions -- ~24 B per pair): the partition pass holds one chunk
