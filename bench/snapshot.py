@@ -302,10 +302,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--out", type=Path, default=RESULTS / "snapshot.json")
     parser.add_argument(
-        "--no-prefetch", action="store_true", help="load each block only when its turn comes"
+        "--prefetch",
+        action="store_true",
+        help="read and sort the next block on a thread while one is answered",
     )
     args = parser.parse_args()
-    snapshot_module.PREFETCH = not args.no_prefetch
+    snapshot_module.PREFETCH = args.prefetch
     if args.quick:
         args.events, args.users, args.pairs, args.naive_pairs = 100_000, 2_000, 10_000, 500
     result = run(args)
