@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,13 @@ def snapshot(**options: Any) -> None:
     from lte_core.errors import ConfigError  # noqa: PLC0415
     from lte_core.window import WindowSpec  # noqa: PLC0415
     from offline.datasets import read_interaction_log  # noqa: PLC0415
-    from offline.snapshot import SnapshotError, overlapping, point_in_time  # noqa: PLC0415
+    from offline.snapshot import (  # noqa: PLC0415
+        Snapshot,
+        SnapshotError,
+        overlapping,
+        streamed,
+        window_ends,
+    )
     from offline.snapshot_files import read_pairs, write_snapshot  # noqa: PLC0415
 
     out: Path = options["out_path"]
@@ -100,7 +107,15 @@ def snapshot(**options: Any) -> None:
         options["log_format"],
         type_weights=parse_type_weights(options["type_weights"]),
     )
-    result = point_in_time(
+    ends = window_ends(window, pairs.ts)
+    counted = {"empty": 0}
+
+    def counting(chunks: Iterator[Snapshot]) -> Iterator[Snapshot]:
+        for chunk in chunks:
+            counted["empty"] += int(np.count_nonzero(chunk.n_events == 0))
+            yield chunk
+
+    with streamed(
         log,
         pairs.user_ids,
         pairs.ts,
@@ -108,34 +123,33 @@ def snapshot(**options: Any) -> None:
         window=window,
         encoder=encoder,
         source=str(log_path),
-    )
-    if result.unknown_items:
-        click.echo(
-            f"skipped {result.unknown_items:,} events of {log_path} whose item is not in basis "
-            f"{basis.basis_version} (the worker dead-letters them as unknown_item)",
-            err=True,
-        )
-    overlap = None
-    if sequence_start is not None:
-        overlap = overlapping(result, sequence_start)
-        bad = np.flatnonzero(overlap)
-        if len(bad) and not options["allow_overlap"]:
-            shown = "; ".join(
-                f"line {int(pairs.line[i])} user {result.user_ids[i]}: window_end "
-                f"{result.window_end[i]:.0f} > {column} {sequence_start[i]:.0f}"
-                for i in bad[:SHOWN_OVERLAPS].tolist()
+    ) as result:
+        if result.unknown_items:
+            click.echo(
+                f"skipped {result.unknown_items:,} events of {log_path} whose item is not in "
+                f"basis {basis.basis_version} (the worker dead-letters them as unknown_item)",
+                err=True,
             )
-            raise SnapshotError(
-                f"{pairs_path}: {len(bad):,} of {len(result):,} rows have an LTE window that "
-                f"ends after the sequence start ({shown}); the LTE would leak the targets of "
-                "causal training. Start sequences at or after window_end, raise --lag, or "
-                "pass --allow-overlap to keep them marked overlap: true"
-            )
-    write_snapshot(out, result, pairs.extra, overlap)
-    empty = int(np.count_nonzero(result.n_events == 0))
+        overlap = None
+        if sequence_start is not None:
+            overlap = overlapping(ends, sequence_start)
+            bad = np.flatnonzero(overlap)
+            if len(bad) and not options["allow_overlap"]:
+                shown = "; ".join(
+                    f"line {int(pairs.line[i])} user {pairs.user_ids[i]}: window_end "
+                    f"{ends[i]:.0f} > {column} {sequence_start[i]:.0f}"
+                    for i in bad[:SHOWN_OVERLAPS].tolist()
+                )
+                raise SnapshotError(
+                    f"{pairs_path}: {len(bad):,} of {result.rows:,} rows have an LTE window "
+                    f"that ends after the sequence start ({shown}); the LTE would leak the "
+                    "targets of causal training. Start sequences at or after window_end, raise "
+                    "--lag, or pass --allow-overlap to keep them marked overlap: true"
+                )
+        write_snapshot(out, counting(result.chunks()), pairs.extra, overlap)
     marked = f", {int(overlap.sum()):,} marked overlap" if overlap is not None else ""
     click.echo(
-        f"wrote {len(result):,} rows ({empty:,} empty windows{marked}) for basis "
+        f"wrote {result.rows:,} rows ({counted['empty']:,} empty windows{marked}) for basis "
         f"{result.basis_version}, encoder {result.encoder}, {window.describe()} to {out}",
         err=True,
     )

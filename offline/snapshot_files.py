@@ -14,8 +14,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -163,22 +163,26 @@ def _window_meta(snapshot: Snapshot) -> dict[str, Any]:
 
 def write_snapshot(
     path: Path,
-    snapshot: Snapshot,
+    snapshot: Snapshot | Iterable[Snapshot],
     extra: dict[str, list[str]] | None = None,
     overlap: npt.NDArray[np.bool_] | None = None,
 ) -> None:
-    """Write ``snapshot`` by the file extension (``.jsonl`` or ``.parquet``), atomically:
-    a failed run leaves no half-written file under the final name."""
-    writers: dict[str, Callable[[Path, Snapshot, dict[str, list[str]], Any], None]] = {
+    """Write ``snapshot`` -- one :class:`Snapshot`, or consecutive chunks of one (as
+    :meth:`~offline.snapshot.SnapshotStream.chunks` yields them, at least one) -- by the
+    file extension (``.jsonl`` or ``.parquet``), atomically: a failed run leaves no
+    half-written file under the final name. ``extra`` and ``overlap`` hold one entry per
+    row of the whole snapshot; only one chunk's rows are in memory at a time."""
+    writers: dict[str, Callable[[Path, Iterable[Snapshot], dict[str, list[str]], Any], None]] = {
         ".jsonl": _write_jsonl,
         ".parquet": _write_parquet,
     }
     writer = writers.get(path.suffix)
     if writer is None:
         raise SnapshotError(f"--out: {path} must end in {' or '.join(FORMATS)}")
+    chunks = [snapshot] if isinstance(snapshot, Snapshot) else snapshot
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        writer(tmp, snapshot, extra or {}, overlap)
+        writer(tmp, chunks, extra or {}, overlap)
         tmp.replace(path)
     except OSError as exc:
         raise SnapshotError(f"--out: cannot write {path} ({exc})") from exc
@@ -216,51 +220,45 @@ def _rows(snapshot: Snapshot) -> Iterator[dict[str, Any]]:
 
 def _write_jsonl(
     path: Path,
-    snapshot: Snapshot,
+    chunks: Iterable[Snapshot],
     extra: dict[str, list[str]],
     overlap: npt.NDArray[np.bool_] | None,
 ) -> None:
     flags = overlap.tolist() if overlap is not None else None
     dumps = orjson.dumps
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+    i = 0
     with path.open("wb") as out:
-        for i, row in enumerate(_rows(snapshot)):
-            if flags is not None:
-                row[OVERLAP] = flags[i]
-            for name, values in extra.items():
-                row[name] = values[i]
-            out.write(dumps(row, option=option))
+        for chunk in chunks:
+            for row in _rows(chunk):
+                if flags is not None:
+                    row[OVERLAP] = flags[i]
+                for name, values in extra.items():
+                    row[name] = values[i]
+                out.write(dumps(row, option=option))
+                i += 1
 
 
-def _write_parquet(
-    path: Path,
+def _parquet_table(
     snapshot: Snapshot,
     extra: dict[str, list[str]],
     overlap: npt.NDArray[np.bool_] | None,
-) -> None:
+) -> Any:
+    """One chunk's rows as an arrow table; ``extra`` and ``overlap`` are the chunk's."""
     import pyarrow as pa  # noqa: PLC0415 - only this format needs it
-    import pyarrow.parquet as pq  # noqa: PLC0415
 
     n = len(snapshot)
     filled = snapshot.n_events > 0
 
     def vectors(matrix: npt.NDArray[np.float32]) -> Any:
-        chunks = []
-        for lo in range(0, max(n, 1), _ROWS_PER_CHUNK):
-            has = filled[lo : lo + _ROWS_PER_CHUNK]
-            width = matrix.shape[1]
-            offsets = np.zeros(len(has) + 1, dtype=np.int32)
-            np.cumsum(has * width, out=offsets[1:])
-            values = matrix[lo : lo + _ROWS_PER_CHUNK][has].reshape(-1)
-            chunks.append(
-                pa.ListArray.from_arrays(
-                    pa.array(offsets),
-                    pa.array(values, type=pa.float32()),
-                    type=pa.list_(pa.float32()),
-                    mask=pa.array(~has),
-                )
-            )
-        return pa.chunked_array(chunks, type=pa.list_(pa.float32()))
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(filled * matrix.shape[1], out=offsets[1:])
+        return pa.ListArray.from_arrays(
+            pa.array(offsets),
+            pa.array(matrix[filled].reshape(-1), type=pa.float32()),
+            type=pa.list_(pa.float32()),
+            mask=pa.array(~filled),
+        )
 
     micros = np.round(snapshot.as_of * 1e6).astype(np.int64)
     columns: dict[str, Any] = {
@@ -280,11 +278,58 @@ def _write_parquet(
         columns[OVERLAP] = pa.array(overlap, type=pa.bool_())
     for name, values in extra.items():
         columns[name] = pa.array(values, type=pa.string())
-    table = pa.table(columns).replace_schema_metadata(
+    return pa.table(columns).replace_schema_metadata(
         {
             META_BASIS_VERSION: snapshot.basis_version.encode(),
             META_ENCODER: snapshot.encoder.encode(),
             META_WINDOW: orjson.dumps(_window_meta(snapshot)),
         }
     )
-    pq.write_table(table, path)
+
+
+def _write_parquet(
+    path: Path,
+    chunks: Iterable[Snapshot],
+    extra: dict[str, list[str]],
+    overlap: npt.NDArray[np.bool_] | None,
+) -> None:
+    """A row group per chunk (at most :data:`_ROWS_PER_CHUNK` rows each)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only this format needs it
+
+    writer: Any = None
+    lo = 0
+    try:
+        for chunk in chunks:
+            for start in range(0, max(len(chunk), 1), _ROWS_PER_CHUNK):
+                part = _sliced(chunk, start, start + _ROWS_PER_CHUNK)
+                hi = lo + len(part)
+                table = _parquet_table(
+                    part,
+                    {name: values[lo:hi] for name, values in extra.items()},
+                    None if overlap is None else overlap[lo:hi],
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+                lo = hi
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _sliced(snapshot: Snapshot, lo: int, hi: int) -> Snapshot:
+    if lo == 0 and hi >= len(snapshot):
+        return snapshot
+    coefficients = snapshot.coefficients[lo:hi]
+    same = snapshot.vectors is snapshot.coefficients
+    return replace(
+        snapshot,
+        user_ids=snapshot.user_ids[lo:hi],
+        as_of=snapshot.as_of[lo:hi],
+        window_start=snapshot.window_start[lo:hi],
+        window_end=snapshot.window_end[lo:hi],
+        n_events=snapshot.n_events[lo:hi],
+        weight_sum=snapshot.weight_sum[lo:hi],
+        coefficients=coefficients,
+        vectors=coefficients if same else snapshot.vectors[lo:hi],
+    )

@@ -10,7 +10,9 @@ span many engine calls.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,16 @@ from lte_core.encoders import EncoderSpec
 from lte_core.window import WindowSpec
 from offline import snapshot as snapshot_module
 from offline.datasets import InteractionLog
-from offline.snapshot import Snapshot, SnapshotError, _Ids, overlapping, point_in_time
+from offline.snapshot import (
+    Snapshot,
+    SnapshotError,
+    _Ids,
+    _IdTable,
+    concatenated,
+    overlapping,
+    point_in_time,
+    streamed,
+)
 from tests.oracle import Ev, Spec, bounds, bucket_of, in_window
 
 N_ITEMS, D = 12, 5
@@ -273,11 +284,8 @@ id_text = st.one_of(
 @given(
     strings=st.lists(id_text, max_size=30),
     others=st.lists(id_text, max_size=10),
-    keep_every=st.integers(1, 3),
 )
-def test_ids_factorise_restrict_and_look_up_any_strings(
-    strings: list[str], others: list[str], keep_every: int
-) -> None:
+def test_ids_factorise_and_look_up_any_strings(strings: list[str], others: list[str]) -> None:
     given_ids = np.asarray(strings, dtype=np.str_)
     truth = given_ids.tolist()  # as numpy holds them (trailing NULs dropped)
     ids, codes = _Ids.factorise(given_ids)
@@ -288,14 +296,6 @@ def test_ids_factorise_restrict_and_look_up_any_strings(
     index = {s: i for i, s in enumerate(ids.values.tolist())}
     queries = np.asarray(strings + others, dtype=np.str_)
     assert ids.lookup(queries).tolist() == [index.get(q, -1) for q in queries.tolist()]
-
-    keep = np.arange(len(truth)) % keep_every == 0
-    kept, kept_codes = ids.restricted(codes, keep)
-    assert kept.values[kept_codes].tolist() == given_ids[keep].tolist()
-    still = set(given_ids[keep].tolist())
-    assert kept.values.tolist() == [v for v in ids.values.tolist() if v in still]
-    index = {s: i for i, s in enumerate(kept.values.tolist())}
-    assert kept.lookup(queries).tolist() == [index.get(q, -1) for q in queries.tolist()]
 
 
 def test_an_autoencoder_reads_the_same_windows_as_the_stream() -> None:
@@ -390,4 +390,110 @@ def test_overlap_is_window_end_after_the_sequence_start() -> None:
     snap = _mean(_log(["a"], ["i1"], [1.0]), ["a"] * 3, [10.0] * 3, window=WindowSpec(6, 3, 2))
     # end = b(10 - 3) = 3 -> window_end = 6 s
     assert snap.window_end.tolist() == [6.0, 6.0, 6.0]
-    assert overlapping(snap, np.array([5.0, 6.0, 7.0])).tolist() == [True, False, False]
+    assert overlapping(snap.window_end, np.array([5.0, 6.0, 7.0])).tolist() == [True, False, False]
+
+
+@settings(max_examples=60)
+@given(
+    case=cases(),
+    blocks=st.integers(2, 5),
+    chunk_events=st.integers(1, 4),
+    chunk_rows=st.integers(1, 3),
+)
+def test_many_blocks_and_tiny_chunks_equal_one_block_and_the_oracle(
+    case: Case, blocks: int, chunk_events: int, chunk_rows: int
+) -> None:
+    """Users dealt to several blocks, ids spanning log chunks, pairs of users of different
+    blocks interleaved, rows read back a few at a time: the same rows, in input order."""
+    args: dict[str, Any] = {
+        "basis": REDUCED,
+        "window": case.spec,
+        "encoder": EncoderSpec.parse("recency:7s"),
+    }
+    one = point_in_time(case.log, case.pair_users, case.pair_ts, blocks=1, **args)
+    many = point_in_time(
+        case.log,
+        case.pair_users,
+        case.pair_ts,
+        blocks=blocks,
+        chunk_events=chunk_events,
+        chunk_rows=chunk_rows,
+        **args,
+    )
+    assert many.unknown_items == one.unknown_items
+    for field in ("user_ids", "as_of", "window_start", "window_end", "n_events"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(many, field), field)
+    np.testing.assert_allclose(one.weight_sum, many.weight_sum, rtol=1e-12)
+    np.testing.assert_allclose(one.vectors, many.vectors, atol=1e-6)
+    assert_matches(many, case, REDUCED, half_life=7.0)
+
+
+def test_pairs_of_users_in_different_blocks_come_back_in_input_order() -> None:
+    users = [f"u{k}" for k in range(7)]
+    log = _log(
+        [u for u in users for _ in range(2)],
+        [f"i{(k + j) % N_ITEMS}" for k in range(7) for j in range(2)],
+        [float(k + j) for k in range(7) for j in range(2)],
+    )
+    pair_users = [users[(3 * j) % 7] for j in range(21)] + ["nobody", "u1"]
+    clocks = [float(5 + j % 4) for j in range(23)]
+    window = WindowSpec(20, 0, 1)
+    one = _mean(log, pair_users, clocks, window=window, blocks=1)
+    many = _mean(log, pair_users, clocks, window=window, blocks=3, chunk_events=3, chunk_rows=4)
+    assert many.user_ids.tolist() == pair_users
+    np.testing.assert_array_equal(one.n_events, many.n_events)
+    np.testing.assert_array_equal(one.vectors, many.vectors)
+    for i, (user, clock) in enumerate(zip(pair_users, clocks, strict=True)):
+        mine = [
+            VECTORS[int(item[1:])]
+            for u, item, t in zip(log.user_ids, log.item_ids, log.ts, strict=True)
+            if u == user and t < clock
+        ]
+        assert many.n_events[i] == len(mine)
+        if mine:
+            np.testing.assert_allclose(many.vectors[i], np.mean(mine, axis=0), atol=1e-6)
+
+
+@given(
+    chunks=st.lists(st.lists(id_text, min_size=1, max_size=6), min_size=1, max_size=6),
+)
+def test_the_id_table_grown_chunk_by_chunk_numbers_ids_by_first_appearance(
+    chunks: list[list[str]],
+) -> None:
+    table = _IdTable()
+    codes = [table.codes(np.asarray(chunk, dtype=np.str_)).tolist() for chunk in chunks]
+    truth = [np.asarray(chunk, dtype=np.str_).tolist() for chunk in chunks]
+    first = list(dict.fromkeys(s for chunk in truth for s in chunk))
+    assert codes == [[first.index(s) for s in chunk] for chunk in truth]
+    assert len(table) == len(first)
+    assert table.ids().values.tolist() == first
+
+
+def test_spill_files_are_removed_after_the_run_and_on_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    log = _log(["a", "b", "c"], ["i1", "i2", "i3"], [1.0, 2.0, 3.0])
+    args: dict[str, Any] = {
+        "basis": IDENTITY,
+        "window": WindowSpec(5, 0, 1),
+        "encoder": EncoderSpec("mean"),
+    }
+    pairs = (np.array(["a", "b", "c"]), np.array([4.0, 4.0, 4.0]))
+    seen: list[str] = []
+    with streamed(log, *pairs, blocks=2, **args) as stream:
+        seen = [p.name for p in tmp_path.iterdir()]
+        assert len(concatenated(stream.chunks())) == 3
+    assert seen and not list(tmp_path.iterdir())
+    with (
+        pytest.raises(RuntimeError, match="consumer failed"),
+        streamed(log, *pairs, blocks=2, **args) as stream,
+    ):
+        next(stream.chunks())
+        raise RuntimeError("consumer failed")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SnapshotError, match="none of its"):
+        point_in_time(
+            _log(["a", "b"], ["x", "y"], [1.0, 2.0]), *pairs, blocks=2, chunk_events=1, **args
+        )
+    assert not list(tmp_path.iterdir())

@@ -16,6 +16,8 @@ from click.testing import CliRunner
 
 from lte_cli.main import cli
 from lte_core.basis import BasisArtifact
+from offline import snapshot as snapshot_module
+from offline import snapshot_files
 from tests.oracle import Ev, Spec, in_window
 from tests.unit.interaction_logs import DAY, T0, catalog, random_log
 
@@ -71,9 +73,20 @@ def expected(log_path: Path, basis: BasisArtifact, user: str, clock: float) -> A
     return len(inside), (w[:, None] * v).sum(0) / w.sum()
 
 
+@pytest.mark.parametrize("tiny", [False, True], ids=["default", "many-blocks-tiny-chunks"])
 def test_jsonl_and_parquet_hold_the_oracle_rows_in_input_order(
-    inputs: tuple[BasisArtifact, Path, Path], tmp_path: Path
+    inputs: tuple[BasisArtifact, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny: bool,
 ) -> None:
+    """Also with users dealt to several blocks, the log partitioned a few events at a time
+    and the rows read back and written a few at a time (extra columns stay in order)."""
+    if tiny:
+        monkeypatch.setattr(snapshot_module, "BLOCK_BYTES", 512)
+        monkeypatch.setattr(snapshot_module, "CHUNK_EVENTS", 7)
+        monkeypatch.setattr(snapshot_module, "CHUNK_ROWS", 4)
+        monkeypatch.setattr(snapshot_files, "_ROWS_PER_CHUNK", 3)
     basis, basis_dir, log = inputs
     clocks = [T0 + 40 * DAY, T0 + 10 * DAY + 0.5, T0 + 200 * DAY, T0 + 60 * DAY]
     rows = [f"u{k % 12},{t!r},L{k},{t - 7 * DAY}" for k, t in enumerate(clocks * 3)]
@@ -96,6 +109,8 @@ def test_jsonl_and_parquet_hold_the_oracle_rows_in_input_order(
     docs = [orjson.loads(line) for line in outputs[".jsonl"].read_bytes().splitlines()]
     table = pq.read_table(outputs[".parquet"])
     assert table.num_rows == len(docs) == len(rows)
+    groups = pq.ParquetFile(outputs[".parquet"]).num_row_groups
+    assert groups >= len(rows) // 4 if tiny else groups == 1
     assert table.schema.field("vector").type == pa.list_(pa.float32())
     assert table.schema.field("coefficients").type == pa.list_(pa.float32())
     assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
