@@ -47,7 +47,7 @@ independent, so the work splits by user:
    whose touched pages would count as resident).
 
 B is chosen so that one block's spilled events and one block's answers each average at
-most :data:`BLOCK_BYTES` (64 MB; :func:`_blocks_for`), up to :data:`MAX_BLOCKS` blocks (past
+most :data:`BLOCK_BYTES` (192 MB; :func:`_blocks_for`), up to :data:`MAX_BLOCKS` blocks (past
 16 GB of spilled events, blocks grow instead); users are dealt to blocks by code, so a
 block's share is even unless a few users hold much of the log.
 
@@ -110,7 +110,7 @@ USERS_PER_CALL = 1 << 15
 CHUNK_EVENTS = 1 << 20
 #: Average bytes of one block's spilled events, and of one block's answers: the number
 #: of user blocks is chosen so that neither exceeds it (:func:`_blocks_for`).
-BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 192 << 20
 #: At most this many blocks (one open spill file each during the partition pass).
 MAX_BLOCKS = 256
 #: Read and sort the next block on a thread while one block is answered (two blocks'
