@@ -718,7 +718,6 @@ class _BatchScan:
 
     def __init__(self, values: Sequence[bytes]) -> None:
         n = len(values)
-        self.values = values
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
         self.ends = np.cumsum(lengths)
         starts = self.starts = self.ends - lengths
