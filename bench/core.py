@@ -206,7 +206,9 @@ def main() -> None:
             naive = median_of(repeats, partial(run_naive, stream, spec, vectors, n_naive))
             refs = stream.references(spec, vectors)
             sizes = [len(s.to_bytes()) for s in refs.values()]
-            formula = statistics.mean(state_bytes(d, s.n_stored) for s in refs.values())
+            formula = statistics.mean(
+                state_bytes(d, s.n_stored, plain=s.plain) for s in refs.values()
+            )
             rows.append(
                 {
                     "d": d,

@@ -7,7 +7,9 @@ and with the same acknowledgements (:mod:`streams.partition`), but computes noth
 1. one update per distinct user of the batch (``update_bytes(d)``) to ``updates``,
    acknowledged by all replicas;
 2. then, to the same partition of a changelog topic, one event record per event and one
-   head (``80 + 16·d`` bytes) per distinct user, acknowledged.
+   head per distinct user, acknowledged. The head is ``64 + 8·d`` bytes (format 1), what the
+   worker writes for the bench's unit-weight events, whose sums have no low parts
+   (:mod:`lte_core.head`).
 
 Its rate is the ceiling of any worker that keeps that contract on this broker and
 machine: no engine, no RocksDB, no validation. Run beside ``limit`` by
@@ -22,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.peer import create_topic
 from bench.worker import interactions_reader
-from lte_core.head import head_bytes
+from lte_core.head import legacy_head_bytes
 from lte_runtime.kafka.batch_sender import BatchSender
 
 #: bytes of one event record in the changelog: key ``e`` + u16 length + user + two u64
@@ -53,7 +55,7 @@ async def emit_bound(bootstrap: str, n: int, d: int, *, batch: int = 20_000) -> 
     await producer.start()
     sender = BatchSender(producer)
     update = bytes(update_bytes(d))
-    head = bytes(head_bytes(d, False))
+    head = bytes(legacy_head_bytes(d, False))
     seen = 0
     started = None
     try:

@@ -22,6 +22,7 @@ constant.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -162,19 +163,22 @@ def add_weighted_segment_sums(  # noqa: PLR0917 - two double-double targets and 
             target[...] = done
 
 
-def warm() -> None:
-    """Compile (or load from numba's cache) every variant of the compiled sums now.
+def warm(tables: Sequence[npt.DTypeLike] = (np.float32, np.float64)) -> None:
+    """Compile (or load from numba's cache) the variants of the compiled sums for item
+    tables of the types ``tables`` now (all of them by default, as an image build does).
 
     A process's first engine call would otherwise pay for it: 8-11 s on a machine that has
-    never compiled them, 1-2 s to load the cache. A worker calls this before it joins its
-    group, so that time is spent while it is not yet ready rather than as the staleness of
-    its first batch. Each entry point is called on a few rows of every input type it is
-    given: float64 terms, and float32 (basis vectors) or float64 item tables."""
+    never compiled them, 1-2 s to load the cache. A worker calls this with its basis's type
+    before it joins its group, so that time is spent while it is not yet ready rather than as
+    the staleness of its first batch, and no time on a table type it never sums. Each entry
+    point is called on a few rows of every input type it is given: float64 terms, and the
+    item table's type."""
     starts = np.array([0, 1], dtype=np.int64)
     rows = np.array([0, 1, 0], dtype=np.int64)
     weights = np.ones(3)
     segment_sums(np.ones((3, 2)), starts)
-    for table in (np.ones((2, 2), dtype=np.float32), np.ones((2, 2))):
+    for dtype in tables:
+        table = np.ones((2, 2), dtype=dtype)
         weighted_segment_sums(weights, table, rows, starts)
         sums = np.zeros((2, 2))
         weight = np.zeros(2)

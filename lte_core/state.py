@@ -38,9 +38,11 @@ _NO_CLOCK = -(2**63)
 _EVENT_DTYPE = np.dtype([("rel", "<i4"), ("item", "<u4"), ("weight", "<f4")])
 
 
-def state_bytes(d: int, n_events: int) -> int:
-    """Serialised size of a whole window: ``80 + 16·d + 12·n``."""
-    return head_bytes(d, decayed=False) + _EVENT_DTYPE.itemsize * n_events
+def state_bytes(d: int, n_events: int, *, plain: bool = False) -> int:
+    """Serialised size of a whole window: ``80 + 16·d + 12·n``, or ``64 + 8·d + 12·n`` for a
+    ``plain`` one, whose sums have no low parts (:attr:`LaggedWindow.plain`)."""
+    head = legacy_head_bytes(d, decayed=False) if plain else head_bytes(d, decayed=False)
+    return head + _EVENT_DTYPE.itemsize * n_events
 
 
 F64Array = npt.NDArray[np.float64]
@@ -142,6 +144,12 @@ class LaggedWindow:
         """Nothing in the window and nothing pending: the state carries no information
         except its source offset, so the store may drop it (see the worker docs)."""
         return len(self._buckets) == 0
+
+    @property
+    def plain(self) -> bool:
+        """Whether every low part of the sums is zero: the head is then written in format 1
+        (:mod:`lte_core.head`), ``16 + 8·d`` bytes shorter."""
+        return self._weight_lo == 0.0 and not self._sum_lo.any()
 
     @property
     def weight_sum(self) -> float:

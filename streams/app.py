@@ -74,6 +74,8 @@ class LteApp(faust.App):
     _failing: bool = False
 
     async def on_start(self) -> None:
+        # here, not in run_worker: `faust -A streams.app worker` starts the app too
+        keep_freed_memory()
         # before Faust's children (consumer, agents) start: topics exist, producer is up
         await self.host.start()
         await super().on_start()
@@ -288,7 +290,6 @@ def _add_views(app: LteApp, host: EngineHost) -> None:
 def run_worker(settings: WorkerSettings) -> None:
     """Run the app under a Faust worker until SIGTERM/SIGINT; a failure that crashed it is
     raised as :class:`WorkerFailedError` (one line at the command line, exit 1)."""
-    keep_freed_memory()
     app = create_app(settings)
     worker = faust.Worker(
         app,

@@ -112,7 +112,9 @@ class EngineHost:
         compiled window sums load in a thread (1-2 s from numba's cache, 8-11 s where they
         were never compiled), so that wait falls before the worker is ready, not on the
         staleness of its first batch; a start that fails is a crash, which ends it."""
-        warming = asyncio.ensure_future(asyncio.to_thread(compensated.warm))
+        warming = asyncio.ensure_future(
+            asyncio.to_thread(compensated.warm, (self.basis.item_vectors.dtype,))
+        )
         s = self.settings
         t = s.topics
         specs = [

@@ -64,9 +64,15 @@ def test_round_trip_is_exact(n: int, d: int, seed: int) -> None:
 
 
 def test_size_formula_is_16_bytes_or_less_per_event() -> None:
-    for n in (0, 10, 100, 1000):
+    for n in (10, 100, 1000):  # weights in [0.5, 2): the sums have low parts
         state, _ = _state(n, d=64)
+        assert not state.plain
         assert len(state.to_bytes()) == state_bytes(64, state.n_stored)
+    empty, _ = _state(0, d=64)
+    assert empty.plain and len(empty.to_bytes()) == state_bytes(
+        64, 0, plain=True
+    )  # exact in float64 alone: a format-1 head
+    assert len(empty.to_bytes()) == legacy_head_bytes(64, decayed=False) < state_bytes(64, 0)
     assert state_bytes(64, 1000) - state_bytes(64, 0) == 12_000
     assert state_bytes(384, 0) == 80 + 16 * 384
 
@@ -110,14 +116,21 @@ def test_a_format_1_head_is_still_read_with_zero_low_parts() -> None:
     assert heads.n[0] == heads.n[2] == state.n_stored and not heads.sums_lo[0].any()
 
 
+def _low_parts(heads: Heads, i: int) -> list[float]:
+    out = [float(heads.weight_lo[i]), float(heads.decayed_weight_lo[i]), *heads.sums_lo[i]]
+    return out + ([] if heads.decayed_sums_lo is None else list(heads.decayed_sums_lo[i]))
+
+
 def _reference_head(heads: Heads, i: int) -> bytes:
-    """One head, format 2, field by field with ``struct`` (the layout of lte_core.head)."""
+    """One head field by field with ``struct`` (the layout of lte_core.head): format 1 when
+    every low part is zero, format 2 otherwise."""
     decayed = heads.decayed_sums is not None
     flags = (FLAG_HAS_CLOCK if heads.has_clock[i] else 0) | (FLAG_DECAYED if decayed else 0)
     d = heads.sums.shape[1]
+    plain = not any(_low_parts(heads, i))
     out = struct.pack(
         "<BBHIIiqqqqdd",
-        FORMAT_VERSION,
+        1 if plain else FORMAT_VERSION,
         flags,
         d,
         heads.count[i],
@@ -130,10 +143,13 @@ def _reference_head(heads: Heads, i: int) -> bytes:
         heads.weight_sum[i],
         heads.decayed_weight[i],
     )
-    out += struct.pack("<dd", heads.weight_lo[i], heads.decayed_weight_lo[i])
-    arrays = [heads.sums, heads.sums_lo]
-    if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
-        arrays += [heads.decayed_sums, heads.decayed_sums_lo]
+    if plain:
+        arrays = [heads.sums] + ([] if heads.decayed_sums is None else [heads.decayed_sums])
+    else:
+        out += struct.pack("<dd", heads.weight_lo[i], heads.decayed_weight_lo[i])
+        arrays = [heads.sums, heads.sums_lo]
+        if heads.decayed_sums is not None and heads.decayed_sums_lo is not None:
+            arrays += [heads.decayed_sums, heads.decayed_sums_lo]
     for arr in arrays:
         out += struct.pack(f"<{d}d", *arr[i])
     return out
@@ -154,9 +170,29 @@ def test_serialised_heads_match_a_field_by_field_encoding(
     for arr in (heads.sums, heads.sums_lo, heads.decayed_sums, heads.decayed_sums_lo):
         if arr is not None:
             arr[...] = rng.standard_normal(arr.shape) * 10.0 ** rng.integers(-300, 300, arr.shape)
+    # per row: random low parts, all zero (some -0.0: exact in float64 alone), or all zero
+    # but one, anywhere: the encoder must look at every low part of every row
+    mode = rng.integers(0, 3, m)
+    lows = [a for a in (heads.weight_lo, heads.decayed_weight_lo) if a is not None]
+    lows += [a for a in (heads.sums_lo, heads.decayed_sums_lo) if a is not None]
+    for arr in lows:
+        arr[mode > 0] = np.where(rng.random(arr[mode > 0].shape) < 0.5, 0.0, -0.0)
+    for i in np.flatnonzero(mode == 2).tolist():
+        arr = lows[rng.integers(0, len(lows))]
+        if arr.ndim == 1:
+            arr[i] = 2.0**-60
+        else:
+            arr[i, rng.integers(0, d)] = -(2.0**-60)
     rows = rng.permutation(m)[: rng.integers(0, m + 1)]
     data = serialise_heads(heads, rows)
     assert data == [_reference_head(heads, int(i)) for i in rows]
-    assert all(type(b) is bytes and len(b) == head_bytes(d, decayed) for b in data)
+    for i, b in zip(rows.tolist(), data, strict=True):
+        plain = not any(_low_parts(heads, i))
+        assert type(b) is bytes
+        assert len(b) == (legacy_head_bytes(d, decayed) if plain else head_bytes(d, decayed))
     again = parse_heads(data, d, decayed)
     assert [_reference_head(again, i) for i in range(len(rows))] == data
+    for name in ("sums", "sums_lo", "weight_sum", "weight_lo", "decayed_sums_lo"):
+        mine, theirs = getattr(again, name), getattr(heads, name)
+        if mine is not None:
+            np.testing.assert_array_equal(mine, theirs[rows])

@@ -112,7 +112,7 @@ def _check(state: LaggedWindow, model: Model, vectors: npt.NDArray[np.float32]) 
         assert state.weight_sum == 0.0
         assert not state.sum.any()
     assert state.next_change() == oracle.next_change(model.spec, model.clock, stored)
-    assert len(state_bytes_of(state)) == state_bytes(state.d, len(stored))
+    assert len(state_bytes_of(state)) == state_bytes(state.d, len(stored), plain=state.plain)
 
 
 def state_bytes_of(state: LaggedWindow) -> bytes:
