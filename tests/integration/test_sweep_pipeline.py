@@ -9,10 +9,11 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
 import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from rocksdict import Options, Rdict
 
 from lte_core.encoders import EncoderSpec
@@ -34,18 +35,6 @@ T2 = T1 + 20 * DAY
 SPEC = WindowSpec.parse("30d", "0", "1d")
 USERS = 150
 STEP = 16
-
-
-class Record(NamedTuple):
-    key: bytes
-    value: bytes
-    offset: int
-    timestamp: int
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
 
 
 def _events() -> list[tuple[str, int, float]]:
@@ -89,15 +78,25 @@ async def _apply(settings: WorkerSettings, events: list[tuple[str, int, float]])
     await host.start()
     try:
         await host.assign([TopicPartition(settings.topics.interactions, 0)])
-        records = [
-            Record(
-                user.encode(),
-                orjson.dumps({"user_id": user, "item_id": f"i{item}", "ts": ts}),
-                offset,
-                int(T1 * 1000),
+        records = []
+        for offset, (user, item, ts) in enumerate(events):
+            key = user.encode()
+            value = orjson.dumps({"user_id": user, "item_id": f"i{item}", "ts": ts})
+            records.append(
+                ConsumerRecord(
+                    settings.topics.interactions,
+                    0,
+                    offset,
+                    int(T1 * 1000),
+                    0,
+                    key,
+                    value,
+                    None,
+                    len(key),
+                    len(value),
+                    [],
+                )
             )
-            for offset, (user, item, ts) in enumerate(events)
-        ]
         await host.process(0, records)
     finally:
         await host.stop()
