@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from collections.abc import Iterable, Sequence
@@ -80,6 +81,8 @@ class EngineHost:
         )
         self.processors: dict[int, PartitionProcessor] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        #: per partition, batches waiting for its lock (a sweep lets them in between steps)
+        self._batches_waiting: dict[int, int] = {}
         self._opened: dict[int, asyncio.Event] = {}
         self._config = b""
         self._ready = False
@@ -233,11 +236,19 @@ class EngineHost:
                     wait.cancel()
         if self._failed.is_set():
             raise WorkerFailedError(f"not processing partition {partition}: {self.fatal}")
-        async with self._lock(partition):
+        waiting = self._batches_waiting
+        waiting[partition] = waiting.get(partition, 0) + 1
+        try:
+            await self._lock(partition).acquire()
+        finally:
+            waiting[partition] -= 1
+        try:
             processor = self.processors.get(partition)
             if processor is None:
                 raise WorkerFailedError(f"partition {partition} is not open on this worker")
             return await processor.process(records)
+        finally:
+            self._lock(partition).release()
 
     async def sweep(self) -> None:
         """Advance every due user of every owned partition, a bounded batch at a time."""
@@ -249,10 +260,20 @@ class EngineHost:
                     processor = self.processors.get(partition)
                     if processor is None:
                         break
-                    swept = await processor.sweep(s.sweep_batch, resume=resume)
-                if swept < s.sweep_batch:
+                    # steps run back to back, each computed while the previous one's
+                    # records are acknowledged, until a batch waits for the partition
+                    swept = await processor.sweep(
+                        s.sweep_batch,
+                        resume=resume,
+                        go_on=functools.partial(self._no_batch_waiting, partition),
+                    )
+                # every step but the last of a call is full: a short one ends the pass
+                if swept == 0 or swept % s.sweep_batch:
                     break
                 resume = True
+
+    def _no_batch_waiting(self, partition: int) -> bool:
+        return not self._batches_waiting.get(partition)
 
     def publish_state_bytes(self) -> None:
         for partition, processor in list(self.processors.items()):
