@@ -80,13 +80,13 @@ def cosine_distances_raw(pairs: list[tuple[bytes, bytes]]) -> list[float]:
             by_length.setdefault(len(a), []).append((a, b))
     out: list[float] = []
     for group in by_length.values():
-        a = vectors_of([a for a, _ in group])
-        b = vectors_of([b for _, b in group])
+        olds = vectors_of([a for a, _ in group])
+        news = vectors_of([b for _, b in group])
         # float64 a block of rows at a time: a whole batch's float64 copies (~15 MB each
         # at 5,000 x d=384) cost more in allocation and cache misses than the arithmetic
         for start in range(0, len(group), _BLOCK_ROWS):
             block = slice(start, start + _BLOCK_ROWS)
-            out.extend(_distances(a[block].astype(np.float64), b[block].astype(np.float64)))
+            out.extend(_distances(olds[block].astype(np.float64), news[block].astype(np.float64)))
     return out
 
 
