@@ -52,6 +52,7 @@ from serving.store_format import (
     HEADER,
     ORDER_KEY_OFFSET,
     PAIRS_KEY,
+    SHARED_FORMAT,
     UNVERSIONED_FORMAT,
     VERSION_OFFSET,
     VERSIONED_HEADER,
@@ -70,12 +71,14 @@ CHUNK = 256
 # KEYS[i] = entry key, ARGV[i] = encoded entry. Returns, per entry, an outcome code
 # (0 written, 1 duplicate, 2 stale) and the value it replaced ('' when none). A value that is
 # not an entry of this format (too short, other version byte) is overwritten like no entry.
-# order() is LTEUpdate.order_key read from the bytes (serving.store_format): format 2 by its
-# version, format 1 by (as_of, due_at), every format 2 entry newer than any format 1 one.
+# order() is LTEUpdate.order_key read from the bytes (serving.store_format): formats 2 and 3
+# by their version, format 1 by (as_of, due_at), every format 2/3 entry newer than any
+# format 1 one.
 WRITE_SCRIPT = f"""
 local function order(v)
   local fmt = string.byte(v, 1)
-  if fmt == {FORMAT_VERSION} and string.len(v) >= {VERSIONED_HEADER.size} then
+  local versioned = fmt == {FORMAT_VERSION} or fmt == {SHARED_FORMAT}
+  if versioned and string.len(v) >= {VERSIONED_HEADER.size} then
     local a, b = struct.unpack('<dd', v, {VERSION_OFFSET + 1})
     return 1, a, b
   elseif fmt == {UNVERSIONED_FORMAT} and string.len(v) >= {HEADER.size} then
