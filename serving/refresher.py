@@ -218,6 +218,8 @@ class Refresher:
                     prepared = self._prepare(batches)
                     if stored is not None and not await stored:
                         break  # stopping during an outage: commit nothing more, redeliver later
+                    if in_flight is not None and in_flight.done():
+                        in_flight.result()  # its accounting or commit failed: crash-only
                     stored = asyncio.get_running_loop().create_future()
                     behind = in_flight
                     in_flight = asyncio.create_task(
