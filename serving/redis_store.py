@@ -68,7 +68,10 @@ from serving.store_url import RedisClusterLocation, RedisLocation
 
 CHUNK = 256
 
-# KEYS[i] = entry key, ARGV[i] = encoded entry. Returns, per entry, an outcome code
+# KEYS[i] = entry key, ARGV[i] = encoded entry. Each entry is written with SET ... GET
+# (Redis >= 6.2), which returns the value it replaced, and a stale one (older than the
+# stored entry) puts that value back: one Redis call per entry instead of a GET and a SET
+# in the usual case, where updates arrive in order. Returns, per entry, an outcome code
 # (0 written, 1 duplicate, 2 stale) and the value it replaced ('' when none). A value that is
 # not an entry of this format (too short, other version byte) is overwritten like no entry.
 # order() is LTEUpdate.order_key read from the bytes (serving.store_format): formats 2 and 3
@@ -90,7 +93,7 @@ end
 local out = {{}}
 for i = 1, #KEYS do
   local new = ARGV[i]
-  local old = redis.call('GET', KEYS[i])
+  local old = redis.call('SET', KEYS[i], new, 'GET')
   local code = 0
   if old then
     local ok, oa, ob = order(old)
@@ -98,13 +101,11 @@ for i = 1, #KEYS do
       local nk, na, nb = order(new)
       if nk < ok or (nk == ok and (na < oa or (na == oa and nb < ob))) then
         code = 2
+        redis.call('SET', KEYS[i], old)
       elseif nk == ok and na == oa and nb == ob then
         code = 1
       end
     end
-  end
-  if code ~= 2 then
-    redis.call('SET', KEYS[i], new)
   end
   out[2 * i - 1] = code
   out[2 * i] = (code ~= 2 and old) or ''
