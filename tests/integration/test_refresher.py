@@ -103,6 +103,19 @@ class Setup:
             port_flag="--port" if serve else "--metrics-port",
         )
 
+    def in_process(self, tmp: Path, **overrides: Any) -> RefresherSettings:
+        """Settings of a refresher run in this process over a RocksDB store under ``tmp``."""
+        return RefresherSettings(
+            kafka=KafkaSettings(bootstrap=self.broker.bootstrap),
+            store=RocksDBLocation(tmp / "store"),
+            topic=self.topic,
+            dlq_topic=self.dlq,
+            group_id=self.group,
+            session_timeout_ms=6000,
+            metrics_port=0,
+            **overrides,
+        )
+
     def create_topics(self) -> None:
         async def create() -> None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
@@ -297,17 +310,7 @@ def test_bad_records_are_dead_lettered_and_metrics_add_up(setup: Setup, tmp_path
     oracle, _ = setup.topic_state()
 
     registry = CollectorRegistry()
-    settings = RefresherSettings(
-        kafka=KafkaSettings(bootstrap=setup.broker.bootstrap),
-        store=RocksDBLocation(tmp_path / "store"),
-        topic=setup.topic,
-        dlq_topic=setup.dlq,
-        group_id=setup.group,
-        batch_max_records=300,
-        session_timeout_ms=6000,
-        drift_reference_size=50,
-        metrics_port=0,
-    )
+    settings = setup.in_process(tmp_path, batch_max_records=300, drift_reference_size=50)
     refresher = Refresher(settings, registry)
 
     def sample(name: str, **labels: str) -> float:
@@ -401,16 +404,7 @@ def test_a_failed_accounting_stops_the_refresher_and_commits_nothing_after_it(
     and never committed."""
     good = update_stream(random.Random("acct"), users=300, count=3_000, d=8, basis_version="b")
     setup.produce(records(good))
-    settings = RefresherSettings(
-        kafka=KafkaSettings(bootstrap=setup.broker.bootstrap),
-        store=RocksDBLocation(tmp_path / "store"),
-        topic=setup.topic,
-        dlq_topic=setup.dlq,
-        group_id=setup.group,
-        batch_max_records=200,
-        session_timeout_ms=6000,
-        metrics_port=0,
-    )
+    settings = setup.in_process(tmp_path, batch_max_records=200)
     registry = CollectorRegistry()
     refresher = Refresher(settings, registry)
     accounted = refresher._account
