@@ -122,27 +122,23 @@ class UpdateColumns:
         return [self.row(i) for i in range(len(self))]
 
     def pair_codes(self) -> tuple[I64Array, list[tuple[str, str]]]:
-        """Per row, the index of its ``(basis_version, encoder)`` in the returned list."""
-        if not len(self):
-            return np.zeros(0, dtype=np.int64), []
-        bases, base_of = np.unique(np.array(self.basis_version), return_inverse=True)
-        encoders, encoder_of = np.unique(np.array(self.encoder), return_inverse=True)
-        combined = base_of.astype(np.int64) * len(encoders) + encoder_of
-        codes, pair_of = np.unique(combined, return_inverse=True)
-        pairs = [
-            (str(bases[c // len(encoders)]), str(encoders[c % len(encoders)]))
-            for c in codes.tolist()
-        ]
-        return pair_of.astype(np.int64).reshape(-1), pairs
+        """Per row, the index of its ``(basis_version, encoder)`` in the returned list (the
+        distinct pairs, sorted). A dict lookup per row: a batch names a handful of pairs,
+        and sorting thousands of numpy strings to find them cost more."""
+        named = list(zip(self.basis_version, self.encoder, strict=True))
+        pairs = sorted(set(named))
+        code = {pair: i for i, pair in enumerate(pairs)}
+        return np.fromiter(map(code.__getitem__, named), np.int64, len(named)), pairs
 
     def key_codes(self) -> I64Array:
         """Per row, an integer naming its ``(basis_version, encoder, user_id)``: equal codes,
         equal keys."""
-        if not len(self):
-            return np.zeros(0, dtype=np.int64)
         pair_of, _ = self.pair_codes()
-        _, user_of = np.unique(np.array(self.user_id), return_inverse=True)
-        return np.asarray(pair_of * len(self) + user_of.reshape(-1), dtype=np.int64)
+        users: dict[str, int] = {}
+        user_of = np.fromiter(
+            (users.setdefault(u, len(users)) for u in self.user_id), np.int64, len(self)
+        )
+        return np.asarray(pair_of * len(self) + user_of, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +180,13 @@ def newest_per_key(columns: UpdateColumns) -> Coalesced:
 
 
 def vectors_of(raw: Sequence[bytes]) -> F32Array:
-    """Equal-length float32 byte strings as one ``(n, d)`` matrix (one copy)."""
+    """Equal-length float32 byte strings as one read-only ``(n, d)`` matrix (one copy: the
+    join)."""
     if not raw:
         return np.zeros((0, 0), dtype=np.float32)
     width = len(raw[0]) // 4
-    return np.frombuffer(b"".join(raw), dtype=_F32).reshape(len(raw), width).astype(np.float32)
+    matrix: F32Array = np.frombuffer(b"".join(raw), dtype=_F32).reshape(len(raw), width)
+    return matrix
 
 
 def _f64(values: Sequence[float]) -> F64Array:

@@ -20,14 +20,17 @@ One batch at a time, in this order:
 
 Steps 4-5 of a batch run while the next batch is fetched, decoded and coalesced (1-3): the
 store's round trip (an fsync with ``appendfsync always``) and the offset commit's overlap
-that CPU work instead of idling the process. Writes stay one at a time and in batch order
-(a batch's write starts when the previous batch's commit has returned), so at most one
-decoded batch waits behind the one in flight.
+that CPU work instead of idling the process. Writes stay one at a time and in batch order: a
+batch's write starts when the previous batch's write has returned, and its accounting and
+offset commit wait for the previous batch's, so the store works on batch N+1 while the
+refresher accounts and commits batch N (the store used to idle meanwhile). At most three
+batches are held: one being accounted and committed, one being written, one decoded and
+waiting.
 
 A crash anywhere before 5 redelivers the batch, and rewriting it is harmless (the store
 keeps the newest), so a ``kill -9`` loses nothing. When the store (or the DLQ topic) fails,
 the *same* batch is retried with exponential backoff capped at ``--retry-max-seconds``;
-nothing more than the one decoded batch is fetched ahead and nothing is committed meanwhile,
+nothing more than the one decoded batch is fetched ahead and nothing after it is committed,
 ``/readyz`` answers 503, one line is logged per outage, and the loop resumes on its own when
 the store is back.
 """
@@ -199,7 +202,11 @@ class Refresher:
 
     async def _consume_loop(self, store: OnlineStore, stop: asyncio.Event) -> None:
         s = self.settings
+        # the newest batch's steps 4-5, which wait for the batch before (``behind``) to be
+        # accounted and committed, and whether its write is in the store yet (``stored``)
         in_flight: asyncio.Task[bool] | None = None
+        behind: asyncio.Task[bool] | None = None
+        stored: asyncio.Future[bool] | None = None
         try:
             while not stop.is_set():
                 self.heartbeat.beat()
@@ -209,30 +216,58 @@ class Refresher:
                 batches = {tp: records for tp, records in batches.items() if records}
                 if batches:
                     prepared = self._prepare(batches)
-                    if in_flight is not None and not await in_flight:
-                        return  # stopping during an outage: commit nothing, redeliver later
-                    in_flight = asyncio.create_task(self._store_and_commit(store, prepared, stop))
+                    if stored is not None and not await stored:
+                        break  # stopping during an outage: commit nothing more, redeliver later
+                    if in_flight is not None and in_flight.done():
+                        in_flight.result()  # its accounting or commit failed: crash-only
+                    stored = asyncio.get_running_loop().create_future()
+                    behind = in_flight
+                    in_flight = asyncio.create_task(
+                        self._store_and_commit(store, prepared, stop, stored, behind)
+                    )
                 elif in_flight is not None:
                     if in_flight.done():
-                        done, in_flight = in_flight, None
+                        done, in_flight, behind, stored = in_flight, None, None, None
                         if not done.result():
                             return
                 elif time.monotonic() - self._store_checked > IDLE_PING_SECONDS:
                     await self._check_store(store)
                 await observe_consumer_lag(self.consumer, self.metrics.consumer_lag, "refresher")
         except BaseException:
-            if in_flight is not None:
-                in_flight.cancel()
+            for task in (in_flight, behind):
+                if task is not None:
+                    task.cancel()
             raise
         if in_flight is not None:
             await in_flight
 
     async def _store_and_commit(
-        self, store: OnlineStore, prepared: _Prepared, stop: asyncio.Event
+        self,
+        store: OnlineStore,
+        prepared: _Prepared,
+        stop: asyncio.Event,
+        stored: asyncio.Future[bool],
+        behind: asyncio.Task[bool] | None,
     ) -> bool:
-        """Steps 4-5 of a batch; False if asked to stop before it was durably stored."""
-        if not await self._apply(store, prepared, stop):
+        """Steps 4-5 of a batch: the write (``stored`` says when it is in the store), then,
+        once the batch ``behind`` this one is accounted and committed, its own accounting
+        and commit. False if asked to stop before this batch or the one behind was stored."""
+        try:
+            written = await self._apply(store, prepared, stop)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                stored.cancel()
+            else:
+                stored.set_exception(exc)
+            raise
+        written_at = time.time()
+        stored.set_result(written is not None)
+        if behind is not None and not await behind:
             return False
+        if written is None:
+            return False
+        if len(prepared.updates):
+            self._account(prepared.updates, written, written_at=written_at)
         await self._commit(prepared.offsets)
         return True
 
@@ -255,8 +290,10 @@ class Refresher:
             offsets={tp: records[-1].offset + 1 for tp, records in batches.items()},
         )
 
-    async def _apply(self, store: OnlineStore, prepared: _Prepared, stop: asyncio.Event) -> bool:
-        """Dead-letter and store one prepared batch; False if asked to stop before it was
+    async def _apply(
+        self, store: OnlineStore, prepared: _Prepared, stop: asyncio.Event
+    ) -> BatchWrite | None:
+        """Dead-letter and store one prepared batch; None if asked to stop before it was
         durably stored."""
         dead, updates = prepared.dead, prepared.updates
         if (
@@ -269,9 +306,9 @@ class Refresher:
             )
             is None
         ):
-            return False
+            return None
         if not len(updates):
-            return True
+            return BatchWrite.empty()
 
         async def write() -> BatchWrite:
             try:
@@ -283,12 +320,11 @@ class Refresher:
         started = time.perf_counter()
         written = await self._retrying("writing to the store", write, stop, "store_write")
         if written is None:
-            return False
+            return None
         self._store_answered()
         self.metrics.write_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_updates.observe(len(updates))
-        self._account(updates, written, written_at=time.time())
-        return True
+        return written
 
     def _account(self, updates: UpdateColumns, written: BatchWrite, *, written_at: float) -> None:
         """Outcomes, staleness and drift of a whole batch with a few numpy calls."""

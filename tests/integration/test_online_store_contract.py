@@ -284,3 +284,30 @@ def test_entries_written_by_the_old_order_keep_working(store: SyncStore) -> None
     assert late.outcome is WriteOutcome.STALE
     entry = store.get(key)
     assert entry is not None and same_update(entry.update, new)
+
+
+def test_entries_stored_once_and_twice_compare_by_version(store: SyncStore) -> None:
+    """The identity basis's entries (format 3: coefficients stored once, as the vector) and
+    a K < d basis's (format 2) share the order: the version, whatever the layout; the
+    replaced entry comes back whole either way."""
+    basis = unique("b")
+    key = StoreKey(basis, "mean", "u")
+
+    def update(version: tuple[int, int], k: int | None, value: float) -> LTEUpdate:
+        vector = [value, value + 1.0, value + 2.0]
+        return make_update("u", 1.0, 1.0, vector, basis_version=basis, k=k, version=version)
+
+    once, twice = update((2, 0), None, 1.0), update((1, 0), 1, 5.0)
+    assert [r.outcome for r in store.write([once])] == [WriteOutcome.WRITTEN]
+    assert [r.outcome for r in store.write([twice])] == [WriteOutcome.STALE]
+    newer = update((3, 0), 2, 7.0)
+    [written] = store.write([newer])
+    assert written.outcome is WriteOutcome.WRITTEN and written.previous is not None
+    assert same_update(written.previous.update, once)
+    assert [r.outcome for r in store.write([update((2, 9), None, 9.0)])] == [WriteOutcome.STALE]
+    [again] = store.write([update((4, 0), None, 3.0)])
+    assert again.previous is not None and same_update(again.previous.update, newer)
+    entry = store.get(key)
+    assert entry is not None and entry.update.version == (4, 0)
+    assert entry.update.coefficients is not None and entry.update.vector is not None
+    assert entry.update.coefficients.tolist() == entry.update.vector.tolist() == [3.0, 4.0, 5.0]

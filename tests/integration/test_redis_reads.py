@@ -1,6 +1,7 @@
-"""The Redis store's read connections (serving/redis_store.py ``_ReadConnections``) on a
-real Redis: a read cut off mid-flight must not leave its late reply for the next read, and
-reads must come back on their own after Redis restarts."""
+"""The Redis store's own connections (serving/redis_store.py ``_Connections``, which carry
+reads and batch writes) on a real Redis: a read cut off mid-flight must not leave its late
+reply for the next read, and reads and writes must come back on their own after Redis
+restarts (a dead connection, a script cache emptied)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from serving.store_format import decode_entry
 from serving.store_url import RedisLocation
 
 
-def _update(user: str, value: float) -> LTEUpdate:
+def _update(user: str, value: float, offset: int = 1) -> LTEUpdate:
     vector = np.full(4, value, dtype=np.float32)
-    return LTEUpdate(user, "b", "mean", 10.0, 0.0, 5.0, 2, 2.0, vector, vector, 9.0, 9.5, (1, 1))
+    return LTEUpdate(
+        user, "b", "mean", 10.0, 0.0, 5.0, 2, 2.0, vector, vector, 9.0, 9.5, (offset, 1)
+    )
 
 
 def test_reads_after_a_cut_off_read_and_a_restart_answer_their_own_keys(
@@ -63,6 +66,13 @@ def test_reads_after_a_cut_off_read_and_a_restart_answer_their_own_keys(
             server.kill()
             server.start()
             assert [await read(store, u) for u in users] == list(users.values())
+            server.kill()
+            server.start()
+            # the write finds its pooled connection closed and the script cache empty
+            newer = UpdateColumns.of([_update(u, v + 10, offset=2) for u, v in users.items()])
+            written = await store.write_batch(newer, stored_at=time.time())
+            assert written.outcomes.tolist() == [0, 0, 0]
+            assert [await read(store, u) for u in users] == [v + 10 for v in users.values()]
         finally:
             await store.close()
 

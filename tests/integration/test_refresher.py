@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from lte_core.update import LTEUpdate
 from lte_runtime.embedded_broker import EmbeddedBroker
+from lte_runtime.errors import TaskDiedError
 from lte_runtime.kafka.batch_sender import OutRecord
 from lte_runtime.kafka.settings import KafkaSettings
 from lte_runtime.redis_server import RedisServer
@@ -100,6 +101,19 @@ class Setup:
             self.tmp,
             "refresher",
             port_flag="--port" if serve else "--metrics-port",
+        )
+
+    def in_process(self, tmp: Path, **overrides: Any) -> RefresherSettings:
+        """Settings of a refresher run in this process over a RocksDB store under ``tmp``."""
+        return RefresherSettings(
+            kafka=KafkaSettings(bootstrap=self.broker.bootstrap),
+            store=RocksDBLocation(tmp / "store"),
+            topic=self.topic,
+            dlq_topic=self.dlq,
+            group_id=self.group,
+            session_timeout_ms=6000,
+            metrics_port=0,
+            **overrides,
         )
 
     def create_topics(self) -> None:
@@ -296,17 +310,7 @@ def test_bad_records_are_dead_lettered_and_metrics_add_up(setup: Setup, tmp_path
     oracle, _ = setup.topic_state()
 
     registry = CollectorRegistry()
-    settings = RefresherSettings(
-        kafka=KafkaSettings(bootstrap=setup.broker.bootstrap),
-        store=RocksDBLocation(tmp_path / "store"),
-        topic=setup.topic,
-        dlq_topic=setup.dlq,
-        group_id=setup.group,
-        batch_max_records=300,
-        session_timeout_ms=6000,
-        drift_reference_size=50,
-        metrics_port=0,
-    )
+    settings = setup.in_process(tmp_path, batch_max_records=300, drift_reference_size=50)
     refresher = Refresher(settings, registry)
 
     def sample(name: str, **labels: str) -> float:
@@ -390,3 +394,40 @@ def test_lte_refresher_refuses_bad_settings_with_one_line(args: list[str], messa
     )
     assert done.returncode == 1, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_failed_accounting_stops_the_refresher_and_commits_nothing_after_it(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A batch's accounting and commit run after the next batch's write has started; an
+    error there must still end the process (crash-only), not leave later batches written
+    and never committed."""
+    good = update_stream(random.Random("acct"), users=300, count=3_000, d=8, basis_version="b")
+    setup.produce(records(good))
+    settings = setup.in_process(tmp_path, batch_max_records=200)
+    registry = CollectorRegistry()
+    refresher = Refresher(settings, registry)
+    accounted = refresher._account
+    calls = 0
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("accounting broke")
+        accounted(*args, **kwargs)
+
+    refresher._account = failing  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(refresher.run(asyncio.Event()))
+        with pytest.raises(TaskDiedError, match="accounting broke"):
+            await asyncio.wait_for(task, 60)
+
+    asyncio.run(scenario())
+    assert calls == 2
+    # batch 2's accounting failed while batch 3 was written; the loop stops at the latest
+    # when batch 4's write returns, not after writing the other ~10 batches
+    writes = registry.get_sample_value("lte_store_write_duration_seconds_count")
+    assert writes is not None and writes <= 4
+    assert sum(setup.committed().values()) < len(good)
