@@ -65,6 +65,7 @@ FORMAT_VERSION = 2
 UNVERSIONED_FORMAT = 1
 SHARED_FORMAT = 3
 VERSIONED_FORMATS = frozenset({FORMAT_VERSION, SHARED_FORMAT})
+ENTRY_FORMATS = VERSIONED_FORMATS | {UNVERSIONED_FORMAT}
 HEADER = struct.Struct("<BdddddddQII")
 VERSIONED_HEADER = struct.Struct("<BdddddddQIIdd")
 ORDER_KEY_OFFSET = 1
@@ -283,11 +284,7 @@ def _header_size(data: bytes) -> int:
 def is_entry(data: bytes) -> bool:
     """Whether ``data`` starts like an entry of format 1, 2 or 3 (the order key is
     readable)."""
-    return (
-        len(data) >= 1
-        and data[0] in {FORMAT_VERSION, SHARED_FORMAT, UNVERSIONED_FORMAT}
-        and len(data) >= _header_size(data)
-    )
+    return len(data) >= 1 and data[0] in ENTRY_FORMATS and len(data) >= _header_size(data)
 
 
 def order_key_of(data: bytes) -> tuple[int, float, float]:
