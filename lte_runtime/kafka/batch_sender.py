@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from lte_runtime.kafka import produce_request
 from lte_runtime.kafka.key_partitioner import partitions_for
 from lte_runtime.kafka.record_batch import encode_batch
 
@@ -108,6 +109,7 @@ class BatchSender:
         self._producer = producer
         self._partitions: dict[str, int] = {}
         self._encode_bytes = _encoded_batch_bytes(producer)
+        produce_request.install()
 
     async def partitions(self, topic: str) -> int:
         count = self._partitions.get(topic)
