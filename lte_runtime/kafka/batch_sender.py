@@ -13,18 +13,15 @@ import asyncio
 import itertools
 import logging
 import operator
-import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from lte_runtime.kafka import produce_request
 from lte_runtime.kafka.key_partitioner import partitions_for
-from lte_runtime.kafka.record_batch import encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -74,41 +71,10 @@ def _fill(batch: Any, records: Sequence[Record], headers: list[tuple[str, bytes]
     return count
 
 
-class EncodedBatch(BatchBuilder):  # type: ignore[misc]  # aiokafka is untyped
-    """A batch :func:`~lte_runtime.kafka.record_batch.encode_batch` has already built, in
-    the shape aiokafka's accumulator and sender take (``_build``, ``size``,
-    ``record_count``). aiokafka 0.14 (pinned) keeps a built ``BatchBuilder``'s bytes in
-    ``_buffer`` and returns them from then on; nothing else of the builder is used for a
-    producer without idempotence or transactions."""
-
-    def __init__(self, buffer: bytearray, count: int) -> None:
-        self._buffer = buffer
-        self._relative_offset = count
-        self._closed = True
-        self._key_serializer = None
-        self._value_serializer = None
-
-    def _set_producer_state(
-        self, producer_id: int, producer_epoch: int, base_sequence: int
-    ) -> None:
-        raise TypeError("an encoded batch cannot take an idempotent producer's sequence")
-
-
-def _encoded_batch_bytes(producer: Any) -> int | None:
-    """The batch size to encode batches for ``producer`` with :func:`encode_batch`, or
-    ``None`` when its batches must come from aiokafka's own builder (compression,
-    idempotence or transactions, or not an aiokafka producer)."""
-    accumulator = getattr(producer, "_message_accumulator", None)
-    if accumulator is None or accumulator._compression_type or accumulator._txn_manager:
-        return None
-    return int(accumulator._batch_size)
-
-
 class BatchSender:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitions: dict[str, int] = {}
-        self._encode_bytes = _encoded_batch_bytes(producer)
         produce_request.install()
 
     async def partitions(self, topic: str) -> int:
@@ -155,31 +121,6 @@ class BatchSender:
                 backoff *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_plain(
-        self, topic: str, part: int, chunk: Sequence[Record], common: list[tuple[str, bytes]]
-    ) -> list[tuple[int, int, Any]]:
-        """Hand ``chunk`` (plain tuples) to the producer as whole batches: encoded by
-        :func:`encode_batch` when the producer allows it, else filled into its builders."""
-        pending: list[tuple[int, int, Any]] = []
-        plain = cast(Sequence[tuple[bytes | None, bytes | None]], chunk)
-        now_ms = time.time_ns() // 1_000_000
-        done = 0
-        while done < len(chunk):
-            batch: BatchBuilder
-            if self._encode_bytes is not None:
-                buffer, count = encode_batch(plain, done, common, now_ms, self._encode_bytes)
-                batch = EncodedBatch(buffer, count)
-            else:
-                batch = self._producer.create_batch()
-                count = _fill(batch, chunk[done:], common)
-                if count == 0:
-                    raise ValueError(f"a record for {topic} is larger than max_batch_size")
-            pending.append(
-                (part, count, await self._producer.send_batch(batch, topic, partition=part))
-            )
-            done += count
-        return pending
-
     async def _send_once(
         self,
         topic: str,
@@ -198,8 +139,16 @@ class BatchSender:
         pending: list[tuple[int, int, Any]] = []
         common = list(headers)
         for part, chunk in by_partition.items():
-            if max(map(len, chunk)) == 2:  # plain (key, value) tuples: built in bulk
-                pending += await self._send_plain(topic, part, chunk, common)
+            if max(map(len, chunk)) == 2:  # plain (key, value) tuples: filled in bulk
+                done = 0
+                while done < len(chunk):
+                    batch = self._producer.create_batch()
+                    count = _fill(batch, chunk[done:], common)
+                    if count == 0:
+                        raise ValueError(f"a record for {topic} is larger than max_batch_size")
+                    sent = await self._producer.send_batch(batch, topic, partition=part)
+                    pending.append((part, count, sent))
+                    done += count
                 continue
             batch = self._producer.create_batch()
             append = batch.append

@@ -1,12 +1,10 @@
-"""``BatchSender`` builds whole batches for plain ``(key, value)`` tuples, encoded by
-``encode_batch`` (a producer without compression or idempotence) or filled into aiokafka's
-record builder (any other): the records the broker would get, decoded from the built batches,
-are the ones sent, in order, each with the common headers, however the batches split them."""
+"""``BatchSender`` fills aiokafka's record builder in bulk for plain ``(key, value)``
+tuples: the records the broker would get, decoded from the built batches, are the ones sent,
+in order, each with the common headers, however the batches split them."""
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -14,7 +12,7 @@ from aiokafka.record.default_records import DefaultRecordBatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lte_runtime.kafka.batch_sender import BatchSender, EncodedBatch
+from lte_runtime.kafka.batch_sender import BatchSender
 
 Written = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -27,13 +25,9 @@ class _Meta:
 class BuildingProducer:
     """Real ``BatchBuilder``s of ``size`` bytes; a sent batch is built and decoded."""
 
-    def __init__(self, size: int, *, encodable: bool) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
         self.batches: list[list[Written]] = []
-        if encodable:  # what BatchSender reads of an aiokafka producer
-            self._message_accumulator = SimpleNamespace(
-                _compression_type=0, _txn_manager=None, _batch_size=size
-            )
 
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
@@ -48,7 +42,6 @@ class BuildingProducer:
             for r in DefaultRecordBatch(bytes(batch._build()))
         ]
         assert len(records) == batch.record_count()
-        assert isinstance(batch, EncodedBatch) == hasattr(self, "_message_accumulator")
         self.batches.append(records)
         future: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
         future.set_result(_Meta(offset))
@@ -63,15 +56,14 @@ class BuildingProducer:
         max_size=60,
     ),
     st.booleans(),
-    st.booleans(),
 )
-def test_bulk_built_batches_carry_every_record_in_order(
-    records: list[tuple[bytes, bytes | None]], with_headers: bool, encodable: bool
+def test_bulk_filled_batches_carry_every_record_in_order(
+    records: list[tuple[bytes, bytes | None]], with_headers: bool
 ) -> None:
     """Batches of 100 bytes: a record that does not fit starts the next batch (one larger
     than a batch goes alone), and a smaller one after it is not slipped into the full batch
     ahead of it."""
-    producer = BuildingProducer(100, encodable=encodable)
+    producer = BuildingProducer(100)
     headers = [("lte-epoch", b"\x00\x01")] if with_headers else []
     last = asyncio.run(BatchSender(producer).send("t", records, partition=0, headers=headers))
     written = [r for batch in producer.batches for r in batch]
