@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -58,6 +58,34 @@ class WorkerFailedError(StreamsError):
     without it."""
 
 
+class PartitionLock:
+    """One partition's lock, which knows how many event batches wait for it: a sweep holds
+    the lock across its steps and stops computing ahead as soon as one does."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.batches_waiting = 0
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    @contextlib.asynccontextmanager
+    async def for_batch(self) -> AsyncIterator[None]:
+        """Hold the lock for an event batch, counted while it waits."""
+        self.batches_waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.batches_waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
 class EngineHost:
     def __init__(self, settings: WorkerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
@@ -80,9 +108,7 @@ class EngineHost:
             settings.update_format,
         )
         self.processors: dict[int, PartitionProcessor] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        #: per partition, batches waiting for its lock (a sweep lets them in between steps)
-        self._batches_waiting: dict[int, int] = {}
+        self._locks: dict[int, PartitionLock] = {}
         self._opened: dict[int, asyncio.Event] = {}
         self._config = b""
         self._ready = False
@@ -174,10 +200,10 @@ class EngineHost:
             await self.restore_consumer.stop()
             await self.producer.stop()
 
-    def _lock(self, partition: int) -> asyncio.Lock:
+    def _lock(self, partition: int) -> PartitionLock:
         lock = self._locks.get(partition)
         if lock is None:
-            lock = self._locks[partition] = asyncio.Lock()
+            lock = self._locks[partition] = PartitionLock()
         return lock
 
     def _opened_event(self, partition: int) -> asyncio.Event:
@@ -236,19 +262,11 @@ class EngineHost:
                     wait.cancel()
         if self._failed.is_set():
             raise WorkerFailedError(f"not processing partition {partition}: {self.fatal}")
-        waiting = self._batches_waiting
-        waiting[partition] = waiting.get(partition, 0) + 1
-        try:
-            await self._lock(partition).acquire()
-        finally:
-            waiting[partition] -= 1
-        try:
+        async with self._lock(partition).for_batch():
             processor = self.processors.get(partition)
             if processor is None:
                 raise WorkerFailedError(f"partition {partition} is not open on this worker")
             return await processor.process(records)
-        finally:
-            self._lock(partition).release()
 
     async def sweep(self) -> None:
         """Advance every due user of every owned partition, a bounded batch at a time."""
@@ -273,7 +291,7 @@ class EngineHost:
                 resume = True
 
     def _no_batch_waiting(self, partition: int) -> bool:
-        return not self._batches_waiting.get(partition)
+        return not self._lock(partition).batches_waiting
 
     def publish_state_bytes(self) -> None:
         for partition, processor in list(self.processors.items()):

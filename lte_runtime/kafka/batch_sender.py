@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from lte_runtime.kafka import produce_request
 from lte_runtime.kafka.key_partitioner import partitions_for
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class BatchSender:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitions: dict[str, int] = {}
+        produce_request.install()
 
     async def partitions(self, topic: str) -> int:
         count = self._partitions.get(topic)
