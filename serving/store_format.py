@@ -50,6 +50,7 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -234,25 +235,41 @@ class Replaced:
 
 def replaced_parts(previous: Sequence[bytes | None]) -> Replaced:
     """:class:`Replaced` of the raw values a write returned. Bytes that are not an entry
-    were overwritten like a missing entry; that is logged (as by :func:`decode_replaced`)."""
+    were overwritten like a missing entry; that is logged (as by :func:`decode_replaced`).
+
+    The values are read a group of equal length and format at a time (a batch's are
+    nearly all alike): their headers by one numpy view of the group joined, not a struct
+    unpack per value (~6 -> ~2 µs per value at d=384)."""
     stored_at = np.full(len(previous), np.nan)
     vectors: list[bytes | None] = [None] * len(previous)
+    groups: dict[tuple[int, int], list[int]] = {}
     for i, data in enumerate(previous):
-        if not data:
+        if data:
+            groups.setdefault((len(data), data[0]), []).append(i)
+    for (length, code), rows in groups.items():
+        size = VERSIONED_HEADER.size if code in VERSIONED_FORMATS else HEADER.size
+        if code not in ENTRY_FORMATS or length < size:
+            for _ in rows:
+                log.warning("overwrote a value that was not an LTE entry (%d bytes)", length)
             continue
-        size = _header_size(data) if is_entry(data) else -1
-        if size < 0:
-            log.warning("overwrote a value that was not an LTE entry (%d bytes)", len(data))
-            continue
-        (when,) = _STORED_AT.unpack_from(data, STORED_AT_OFFSET)
-        k, d = _DIMS.unpack_from(data, DIMS_OFFSET)
-        coefficients = 0 if data[0] == SHARED_FORMAT else 4 * k
-        if len(data) != size + coefficients + 4 * d:
-            log.warning("overwrote an LTE entry that was truncated (%d bytes)", len(data))
-            continue
-        stored_at[i] = when
-        if d:
-            vectors[i] = data[size + coefficients :]
+        block = np.frombuffer(b"".join([cast(bytes, previous[i]) for i in rows]), np.uint8).reshape(
+            len(rows), length
+        )
+        when = np.ascontiguousarray(block[:, STORED_AT_OFFSET : STORED_AT_OFFSET + 8])
+        dims = np.ascontiguousarray(block[:, DIMS_OFFSET : DIMS_OFFSET + 8]).view("<u4")
+        d = dims[:, 1].astype(np.int64)
+        start = size + (0 if code == SHARED_FORMAT else 4 * dims[:, 0].astype(np.int64))
+        whole = start + 4 * d == length
+        for _ in range(int((~whole).sum())):
+            log.warning("overwrote an LTE entry that was truncated (%d bytes)", length)
+        index = np.asarray(rows, dtype=np.int64)
+        stored_at[index[whole]] = when.view("<f8")[whole, 0]
+        for i, at in zip(
+            index[whole & (d > 0)].tolist(),
+            np.broadcast_to(start, d.shape)[whole & (d > 0)].tolist(),
+            strict=True,
+        ):
+            vectors[i] = cast(bytes, previous[i])[at:]
     return Replaced(stored_at, vectors)
 
 

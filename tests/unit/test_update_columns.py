@@ -14,7 +14,7 @@ from lte_core.update_columns import UpdateColumns, newest_per_key
 from serving.drift import PopulationDrift
 from serving.metrics import RefresherMetrics
 from serving.online_store import StoredLTE, StoreKey
-from serving.store_format import encode_entries, encode_entry, replaced_parts
+from serving.store_format import decode_replaced, encode_entries, encode_entry, replaced_parts
 
 small = st.integers(0, 3).map(float)
 
@@ -101,6 +101,33 @@ def test_replaced_parts_skip_what_is_not_an_entry() -> None:
     parts = replaced_parts([entry, None, b"junk", entry[:-1]])
     assert parts.stored_at[0] == 7.5 and np.isnan(parts.stored_at[1:]).all()
     assert parts.vector == [np.array([1, 2], "<f4").tobytes(), None, None, None]
+
+
+@given(
+    st.lists(
+        st.tuples(update_rows(), st.floats(0, 2e9), st.sampled_from(["whole", "cut", "none"])),
+        max_size=30,
+    ),
+    st.sampled_from([b"junk", b"\x03" + bytes(100), b"\x02" + bytes(8)]),
+)
+def test_replaced_parts_read_every_value_as_its_entry_does(
+    rows: list[tuple[LTEUpdate, float, str]], foreign: bytes
+) -> None:
+    """Mixed formats (1, 2, 3, emptied), truncated entries and foreign values, against the
+    entry decoder value by value: what it cannot decode is treated as no entry."""
+    previous: list[bytes | None] = [foreign]
+    for update, stored_at, kind in rows:
+        entry = encode_entry(update, stored_at)
+        previous.append(None if kind == "none" else entry[:-1] if kind == "cut" else entry)
+    parts = replaced_parts(previous)
+    for i, data in enumerate(previous):
+        stored = None if data is None else decode_replaced(StoreKey("b", "e", "u"), data)
+        if stored is None:
+            assert np.isnan(parts.stored_at[i]) and parts.vector[i] is None, i
+            continue
+        assert parts.stored_at[i] == stored.stored_at
+        vector = stored.update.vector
+        assert parts.vector[i] == (None if vector is None else vector.astype("<f4").tobytes())
 
 
 START = 1000.0
