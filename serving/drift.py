@@ -90,8 +90,11 @@ def cosine_distances_raw(pairs: list[tuple[bytes, bytes]]) -> list[float]:
     return out
 
 
-#: Rows per float64 block of :func:`cosine_distances_raw` (64 x d=384 x 8 bytes: 192 kB).
-_BLOCK_ROWS = 64
+#: Rows per float64 block of :func:`cosine_distances_raw` (256 x d=384 x 8 bytes: 768 kB,
+#: both blocks within the 1 MB L2 here; measured at 5,000 x d=384: 64 rows 4.1, 256 rows
+#: 2.3-3.0, the whole batch 7.6 µs of CPU per pair). Rows are independent: any block size
+#: gives the same bits.
+_BLOCK_ROWS = 256
 
 
 def _distances(a64: F64Array, b64: F64Array) -> list[float]:
