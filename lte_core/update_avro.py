@@ -284,16 +284,16 @@ def encode_columns(
     return out
 
 
+#: the smallest value of each varint length from 2 bytes on (2^7, 2^14, ... 2^63)
+_VARINT_BOUNDS = np.uint64(1) << np.arange(7, 64, 7, dtype=np.uint64)
+
+
 def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
     """Avro ``long`` of each value (zig-zag, base-128 varint) as rows of a byte matrix as
     wide as the longest one, and each one's length: :func:`_long` for a column at once."""
     v = values.astype(np.int64)
     z = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    lengths = np.ones(len(z), dtype=np.int64)
-    rest = z >> np.uint64(7)
-    while rest.any():
-        lengths += rest != 0
-        rest >>= np.uint64(7)
+    lengths = np.searchsorted(_VARINT_BOUNDS, z, side="right") + 1
     width = int(lengths.max()) if len(z) else 1
     shifts = np.arange(0, 7 * width, 7, dtype=np.uint64)
     groups = ((z[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
@@ -354,7 +354,9 @@ def _heads(c: FlushColumns, *, middle: bytes, empty: npt.NDArray[np.bool_]) -> l
             closed=bool(empty[r0]),
         )
     # back to row order
-    return list(map(records.__getitem__, np.argsort(order).tolist()))
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    return list(map(records.__getitem__, position.tolist()))
 
 
 def _layout(
