@@ -118,7 +118,8 @@ class _SweepStep:
 
 
 class _HeadsRead:
-    """A :class:`~lte_core.engine.WindowReader` serving heads read already."""
+    """A :class:`~lte_core.engine.WindowReader` serving heads read already, and reading
+    events as a sweep does (once: not kept in the block cache)."""
 
     __slots__ = ("_heads", "_store")
 
@@ -131,7 +132,7 @@ class _HeadsRead:
         return self._heads
 
     def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
-        return self._store.read_ranges(users, requests)
+        return self._store.read_ranges(users, requests, once=True)
 
 
 class RangeReader(Protocol):
@@ -277,13 +278,13 @@ class PartitionProcessor:
             users, after = self.store.due_users(now, limit, first)
             if not users:
                 return None
-            heads = self.store.read_heads(users)
+            heads = self.store.read_heads(users, once=True)
             parts: list[tuple[list[bytes], EngineResult]] = []
             rest = np.ones(len(users), dtype=bool)
             empty = emptying(engine.spec, heads, now, d=engine.d, decayed=engine.decayed)
             if len(empty):
                 gone = list(map(users.__getitem__, empty.rows.tolist()))
-                found = self.store.read_ranges(gone, empty.requests())
+                found = self.store.read_ranges(gone, empty.requests(), once=True)
                 claimed, emptied = emptied_result(
                     engine.spec, empty, found, d=engine.d, decayed=engine.decayed
                 )

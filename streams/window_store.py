@@ -147,6 +147,10 @@ class WindowStore:
         # scans stop at the end of their region (the next prefix byte)
         self._heads = _region(HEAD)
         self._events = _region(EVENT)
+        # what a sweep reads once (and deletes) is not kept in the block cache, where it
+        # would cost an insert and evict what the event batches read again
+        self._heads_once = _region(HEAD, cache=False)
+        self._events_once = _region(EVENT, cache=False)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = Rdict(str(self.path), _options())
@@ -158,7 +162,7 @@ class WindowStore:
 
     # -- engine reads -------------------------------------------------------------------------
 
-    def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
+    def read_heads(self, users: Sequence[bytes], *, once: bool = False) -> list[bytes | None]:
         """The users' heads. Wanted keys are visited in key order by bounded scans of the
         head region (one ``items()`` call each, C iteration) while at least half of what a
         scan returns was asked for (a sweep's users are mostly adjacent in key order: a scan
@@ -173,7 +177,7 @@ class WindowStore:
         found: dict[bytes, bytes] = {}
         pos, size = 0, min(_HEAD_SCAN_FIRST, n + 8)
         while pos < n and n >= _HEAD_SCAN_MIN:
-            chunk = self._scan(wanted[pos], self._heads, size)
+            chunk = self._scan(wanted[pos], self._heads_once if once else self._heads, size)
             found.update(chunk)
             if len(chunk) < size:  # the scan reached the end of the head region
                 pos = n
@@ -189,7 +193,9 @@ class WindowStore:
             found.update((k, v) for k, v in zip(rest, values, strict=True) if v is not None)
         return list(map(found.get, keys))
 
-    def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
+    def read_ranges(
+        self, users: Sequence[bytes], requests: RangeRequests, *, once: bool = False
+    ) -> RangeResult:
         """The requested ranges, visited in key order. While the requests are dense in the
         event region (a sweep's users mostly are), bounded scans read every key from the
         next request's start (one ``items()`` call, C iteration) and numpy assigns the keys
@@ -207,6 +213,7 @@ class WindowStore:
         nxt = np.full(m, NO_BUCKET, dtype=np.int64)
         parts: list[_Found] = []
         first_size = size = min(_EVENT_SCAN_FIRST, 2 * m + 16)
+        region = self._events_once if once else self._events
         pos, scanning = 0, True
         while pos < m:
             if not scanning:
@@ -214,7 +221,7 @@ class WindowStore:
                 parts.append(part)
                 scanning, size = True, first_size
                 continue
-            chunk = self._scan(starts[order[pos]], self._events, size)
+            chunk = self._scan(starts[order[pos]], region, size)
             if len(chunk) < size:  # the region's end: every request left is answered
                 done = m
             else:
@@ -331,6 +338,7 @@ class WindowStore:
         previous batch ended instead (what it swept was due earlier, and what it re-indexed
         is due after ``now``, so nothing due is behind that point)."""
         read = ReadOptions()
+        read.fill_cache(False)  # type: ignore[call-arg]  # read once, then deleted
         # exclusive: the first key of a due time after now (due times are whole seconds)
         read.set_iterate_upper_bound(due_key(math.floor(now) + 1, b""))
         found = cast(Iterator[bytes], self._db.keys(from_key=after, read_opt=read))
@@ -465,8 +473,10 @@ class StoreWrite:
         self._store.write(self.batch)
 
 
-def _region(prefix: bytes) -> ReadOptions:
+def _region(prefix: bytes, *, cache: bool = True) -> ReadOptions:
     read = ReadOptions()
+    if not cache:
+        read.fill_cache(False)  # type: ignore[call-arg]  # the stub omits the flag
     read.set_iterate_upper_bound(bytes([prefix[0] + 1]))
     return read
 
