@@ -422,7 +422,9 @@ class StoreWrite:
         head_keys = [HEAD + user for user in users]
         kept = [(k, h) for k, h in zip(head_keys, result.heads, strict=True) if h is not None]
         _drain(itertools.starmap(batch.put, kept))
-        if len(kept) < len(head_keys):
+        if not kept:  # every head deleted (a sweep's emptied windows)
+            _drain(map(batch.delete, head_keys))
+        elif len(kept) < len(head_keys):
             gone_heads = [k for k, h in zip(head_keys, result.heads, strict=True) if h is None]
             _drain(map(batch.delete, gone_heads))
         changelog.extend(zip(head_keys, result.heads, strict=True))
