@@ -60,7 +60,7 @@ class Emptying:
 
     rows: I64
     heads: Heads
-    #: the window's end and start buckets after the move
+    #: the window's end and start buckets after the move (the clock's: the same for all)
     end: I64
     start: I64
 

@@ -28,6 +28,7 @@ import operator
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -333,6 +334,70 @@ class WindowStore:
             weight=vals["weight"],
         )
         return found, pos
+
+    def read_below(self, users: Sequence[bytes], below: int) -> RangeResult:
+        """:meth:`read_ranges` of the requests ``user j: FROM_START <= bucket < below`` for
+        every user (a sweep's emptied windows, whose reads all end at the new start), read
+        once (no block cache). Every key of a wanted user is visited (its keys from
+        ``below`` on only answer ``next_bucket``), in key order, by bounded scans that
+        jump from the last key read to the next wanted user: no per-request start and stop
+        keys, no assignment by rank."""
+        k = len(users)
+        nxt = np.full(k, NO_BUCKET, dtype=np.int64)
+        if not k:
+            return replace(RangeResult.empty(), next_bucket=nxt)
+        prefixes = event_prefixes(users)
+        index = dict(zip(prefixes, range(k), strict=True))
+        wanted = sorted(prefixes)
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        owners: list[int] = []
+        pos, start, size = 0, wanted[0], min(_EVENT_SCAN_FIRST, 2 * k + 16)
+        while pos < k:
+            chunk = self._scan(start, self._events_once, size)
+            if not chunk:
+                break
+            got = list(map(operator.itemgetter(0), chunk))
+            owner = list(map(index.get, map(_PREFIX_OF, got), itertools.repeat(-1)))
+            hits = len(owner) - owner.count(-1)
+            if hits == len(owner):
+                keys += got
+                values += map(operator.itemgetter(1), chunk)
+                owners += owner
+            elif hits:
+                mine = [o >= 0 for o in owner]
+                keys += itertools.compress(got, mine)
+                values += itertools.compress(map(operator.itemgetter(1), chunk), mine)
+                owners += itertools.compress(owner, mine)
+            if len(chunk) < size:  # the end of the event region
+                break
+            last = got[-1]
+            # users before the last key's are read whole; that one may go on past it
+            pos = bisect.bisect_left(wanted, _PREFIX_OF(last), pos)
+            if pos < k:
+                start = max(last + b"\x00", wanted[pos])
+            # mostly other users' keys: scan less at a time (each scan starts with a seek)
+            size = min(2 * size, _EVENT_SCAN_MAX) if 2 * hits >= len(chunk) else _HEAD_SCAN_MIN
+        if not keys:
+            return replace(RangeResult.empty(), next_bucket=nxt)
+        request = np.asarray(owners, dtype=np.int64)
+        suffix = np.frombuffer(b"".join(map(_SUFFIX_OF, keys)), dtype=">u8").reshape(-1, 2)
+        bucket = _unbias(suffix[:, 0])
+        vals = np.frombuffer(b"".join(values), dtype=_EVENT_VALUE_DTYPE)
+        inside = bucket < below
+        past = ~inside
+        # keys came in key order: per user in bucket order, so the first past ``below`` is
+        # the smallest
+        np.minimum.at(nxt, request[past], bucket[past])
+        sort = np.argsort(request[inside], kind="stable")
+        return RangeResult(
+            request=request[inside][sort],
+            bucket=bucket[inside][sort],
+            offset=suffix[:, 1].astype(np.int64)[inside][sort],
+            item=vals["item"][inside][sort].astype(np.uint32),
+            weight=vals["weight"][inside][sort].astype(np.float32),
+            next_bucket=nxt,
+        )
 
     # -- sweeper --------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lte_core.basis import BasisArtifact
 from lte_core.emptied import emptied_result, emptying
 from lte_core.encoders import EncoderSpec, build_encoder
-from lte_core.engine import EventColumns, WindowEngine
+from lte_core.engine import FROM_START, EventColumns, RangeRequests, RangeResult, WindowEngine
 from lte_core.window import WindowSpec
 from streams.clock import Clock
 from streams.updates import UpdateBuilder
@@ -69,6 +69,22 @@ def test_claimed_users_get_exactly_what_the_engine_gives(
             picked = emptying(SPEC, heads, now, d=engine.d, decayed=decayed)
             gone = [users[i] for i in picked.rows.tolist()]
             found = store.read_ranges(gone, picked.requests())
+            assert len(set(picked.start.tolist())) <= 1
+            if gone:
+                _same_ranges(store.read_below(gone, int(picked.start[0])), found)
+            # the sweep's reader of ranges that all end at one bucket, for every user
+            below = SPEC.end_bucket(now) - SPEC.n_buckets
+            _same_ranges(
+                store.read_below(users, below),
+                store.read_ranges(
+                    users,
+                    RangeRequests(
+                        user=np.arange(len(users), dtype=np.int64),
+                        lo=np.full(len(users), FROM_START, dtype=np.int64),
+                        hi=np.full(len(users), below, dtype=np.int64),
+                    ),
+                ),
+            )
             claimed, result = emptied_result(SPEC, picked, found, d=engine.d, decayed=decayed)
             mine = [u for u, c in zip(gone, claimed.tolist(), strict=True) if c]
             # users the store disagrees with are left to the engine
@@ -104,6 +120,12 @@ def test_claimed_users_get_exactly_what_the_engine_gives(
                     np.testing.assert_array_equal(built.due_at, expected.due_at)
         finally:
             store.close()
+
+
+def _same_ranges(got: RangeResult, want: RangeResult) -> None:
+    for name in ("request", "bucket", "offset", "item", "weight", "next_bucket"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+        assert getattr(got, name).dtype == getattr(want, name).dtype
 
 
 def _apply(
