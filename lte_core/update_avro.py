@@ -22,12 +22,12 @@ against ``fastavro``, an independent implementation of the Avro specification.
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -251,31 +251,41 @@ def encode_columns(
     filled: Sequence[int],
 ) -> list[bytes]:
     """:func:`encode_rows` from numpy columns: everything but the vectors is laid out for
-    all records in one numpy buffer (:func:`_heads`), so no field costs Python per record."""
+    all records by numpy (:func:`_heads`), so no field costs Python per record; a record
+    without vectors (an emptied window: most of a sweep's) is whole there."""
     n = len(columns.user_ids)
-    vec_part = [b"\x00"] * n
-    coef_part = [b"\x00"] * n
-    if len(filled):
-        assert vectors is not None
-        vectors = np.ascontiguousarray(vectors, dtype=_F32)
-        keep = np.ones(len(filled), dtype=bool)
-        if coefficients is not None:
-            coefficients = np.ascontiguousarray(coefficients, dtype=_F32)
-            if coefficients.shape == vectors.shape:
-                # a row equal to its vector, bit for bit, travels once (as in encode)
-                same = (coefficients.view(np.uint32) == vectors.view(np.uint32)).all(axis=1)
-                keep = ~same
-        for part, matrix, wanted in ((vec_part, vectors, None), (coef_part, coefficients, keep)):
-            if matrix is None:
-                continue
-            raw = matrix.tobytes()
-            width = matrix.shape[1] * 4
-            lead = b"\x02" + _long(width)
-            for j, position in enumerate(filled):
-                if wanted is None or wanted[j]:
-                    part[position] = lead + raw[j * width : (j + 1) * width]
-    heads = _heads(columns, middle=_string(basis_version) + _string(encoder))
-    return [h + v + c for h, v, c in zip(heads, vec_part, coef_part, strict=True)]
+    empty = np.ones(n, dtype=bool)
+    empty[np.asarray(filled, dtype=np.int64)] = False
+    out = _heads(columns, middle=_string(basis_version) + _string(encoder), empty=empty)
+    if not len(filled):
+        return out
+    assert vectors is not None
+    vectors = np.ascontiguousarray(vectors, dtype=_F32)
+    keep = np.ones(len(filled), dtype=bool)
+    if coefficients is not None:
+        coefficients = np.ascontiguousarray(coefficients, dtype=_F32)
+        if coefficients.shape == vectors.shape:
+            # a row equal to its vector, bit for bit, travels once (as in encode)
+            same = (coefficients.view(np.uint32) == vectors.view(np.uint32)).all(axis=1)
+            keep = ~same
+    vec_part = [b"\x00"] * len(filled)
+    coef_part = [b"\x00"] * len(filled)
+    for part, matrix, wanted in ((vec_part, vectors, None), (coef_part, coefficients, keep)):
+        if matrix is None:
+            continue
+        raw = matrix.tobytes()
+        width = matrix.shape[1] * 4
+        lead = b"\x02" + _long(width)
+        for j in range(len(filled)):
+            if wanted is None or wanted[j]:
+                part[j] = lead + raw[j * width : (j + 1) * width]
+    for j, position in enumerate(filled):
+        out[position] += vec_part[j] + coef_part[j]
+    return out
+
+
+#: the smallest value of each varint length from 2 bytes on (2^7, 2^14, ... 2^63)
+_VARINT_BOUNDS = np.uint64(1) << np.arange(7, 64, 7, dtype=np.uint64)
 
 
 def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
@@ -283,11 +293,7 @@ def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
     wide as the longest one, and each one's length: :func:`_long` for a column at once."""
     v = values.astype(np.int64)
     z = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    lengths = np.ones(len(z), dtype=np.int64)
-    rest = z >> np.uint64(7)
-    while rest.any():
-        lengths += rest != 0
-        rest >>= np.uint64(7)
+    lengths = np.searchsorted(_VARINT_BOUNDS, z, side="right") + 1
     width = int(lengths.max()) if len(z) else 1
     shifts = np.arange(0, 7 * width, 7, dtype=np.uint64)
     groups = ((z[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
@@ -295,17 +301,23 @@ def _varints(values: I64Array) -> tuple[npt.NDArray[np.uint8], I64Array]:
     return groups, lengths
 
 
-def _heads(c: FlushColumns, *, middle: bytes) -> list[bytes]:
-    """Each record up to ``produced_at`` (everything but the vectors), laid out for all rows
-    in one byte buffer by numpy and cut into rows: no per-field Python per record."""
+#: the two ``null`` vector fields that end the record of an emptied window
+_NO_VECTORS = b"\x00\x00"
+
+
+def _heads(c: FlushColumns, *, middle: bytes, empty: npt.NDArray[np.bool_]) -> list[bytes]:
+    """Each record up to ``produced_at`` (everything but the vectors), and the whole record
+    of the ``empty`` rows (two ``null`` vector fields), with no per-field Python per record:
+    rows whose fields have the same widths (the user id's length, each varint's) share one
+    layout, so each field of such a group is one column slice of a byte matrix whose rows
+    are the records (a handful of groups per flush)."""
     names = c.user_ids
     n = len(names)
     if n == 0:
         return []
     has = np.ones(n, dtype=bool) if c.has_version is None else c.has_version
     name_len = np.fromiter(map(len, names), dtype=np.int64, count=n)
-    varint_cols = np.concatenate([name_len, c.last_offset, c.end_bucket, c.n_events])
-    groups, lengths = _varints(varint_cols)
+    groups, lengths = _varints(np.concatenate([name_len, c.last_offset, c.end_bucket, c.n_events]))
     groups = groups.reshape(4, n, -1)
     lengths = lengths.reshape(4, n)
     lengths[1:3, ~has] = 0
@@ -317,49 +329,70 @@ def _heads(c: FlushColumns, *, middle: bytes) -> list[bytes]:
     doubles[:, 4] = c.due_at
     doubles[:, 5] = c.produced_at
     raw_doubles = doubles.view(np.uint8)
-    branch = np.where(has, 2, 0).astype(np.uint8)
-    # segments in record order; each row's width
-    widths = np.stack(
-        [
-            np.full(n, len(PREFIX)),
-            lengths[0],
-            name_len,
-            np.full(n, len(middle)),
-            np.ones(n, dtype=np.int64),
-            lengths[1],
-            lengths[2],
-            np.full(n, 24),
-            lengths[3],
-            np.full(n, 24),
-        ],
-        axis=1,
-    )
-    ends = np.cumsum(widths.reshape(-1))
-    starts = (ends - widths.reshape(-1)).reshape(n, -1)
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-
-    def fixed(column: int, data: npt.NDArray[np.uint8]) -> None:
-        out[starts[:, column, None] + np.arange(data.shape[-1])] = data
-
-    def ragged(column: int, data: npt.NDArray[np.uint8], width: I64Array) -> None:
-        mask = np.arange(data.shape[1]) < width[:, None]
-        out[(starts[:, column, None] + np.arange(data.shape[1]))[mask]] = data[mask]
-
-    fixed(0, np.frombuffer(PREFIX, dtype=np.uint8))
-    ragged(1, groups[0], lengths[0])
     flat = np.frombuffer(b"".join(names), dtype=np.uint8)
     first = np.cumsum(name_len) - name_len
-    out[np.repeat(starts[:, 2] - first, name_len) + np.arange(len(flat))] = flat
-    fixed(3, np.frombuffer(middle, dtype=np.uint8))
-    out[starts[:, 4]] = branch
-    ragged(5, groups[1], lengths[1])
-    ragged(6, groups[2], lengths[2])
-    fixed(7, raw_doubles[:, :24])
-    ragged(8, groups[3], lengths[3])
-    fixed(9, raw_doubles[:, 24:])
-    blob = out.tobytes()
-    cuts = np.r_[0, ends.reshape(n, -1)[:, -1]].tolist()
-    return [blob[a:b] for a, b in itertools.pairwise(cuts)]
+    # one number per layout: the id's length, the four varints' lengths (<= 10), the flags
+    shape = name_len << 18
+    for j in range(4):
+        shape |= lengths[j] << (4 * j + 2)
+    shape |= has.astype(np.int64) << 1 | empty.astype(np.int64)
+    layouts, inverse = np.unique(shape, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    cuts = np.searchsorted(inverse[order], np.arange(len(layouts) + 1)).tolist()
+    records: list[bytes] = []
+    for g in range(len(layouts)):
+        rows = order[cuts[g] : cuts[g + 1]]
+        r0 = int(rows[0])
+        widths = (int(name_len[r0]), *(int(w) for w in lengths[:, r0]))
+        records += _layout(
+            widths,
+            middle=middle,
+            varints=groups[:, rows],
+            name=flat[first[rows, None] + np.arange(widths[0])],
+            version=bool(has[r0]),
+            doubles=raw_doubles[rows],
+            closed=bool(empty[r0]),
+        )
+    # back to row order
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    return list(map(records.__getitem__, position.tolist()))
+
+
+def _layout(
+    widths: tuple[int, ...],
+    *,
+    middle: bytes,
+    varints: npt.NDArray[np.uint8],
+    name: npt.NDArray[np.uint8],
+    version: bool,
+    doubles: npt.NDArray[np.uint8],
+    closed: bool,
+) -> list[bytes]:
+    """The records of rows sharing one layout (see :func:`_heads`)."""
+    name_len, w_name, w_offset, w_end, w_events = widths
+    segments: list[tuple[npt.NDArray[np.uint8] | bytes, int]] = [
+        (PREFIX, len(PREFIX)),
+        (varints[0, :, :w_name], w_name),
+        (name, name_len),
+        (middle, len(middle)),
+        (b"\x02" if version else b"\x00", 1),
+        (varints[1, :, :w_offset], w_offset),
+        (varints[2, :, :w_end], w_end),
+        (doubles[:, :24], 24),
+        (varints[3, :, :w_events], w_events),
+        (doubles[:, 24:], 24),
+    ]
+    if closed:
+        segments.append((_NO_VECTORS, len(_NO_VECTORS)))
+    width = sum(w for _, w in segments)
+    out = np.empty((len(doubles), width), dtype=np.uint8)
+    at = 0
+    for data, w in segments:
+        out[:, at : at + w] = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+        at += w
+    # a void view turns each row into one bytes object, NUL bytes kept
+    return cast(list[bytes], out.view(f"V{width}").ravel().tolist())
 
 
 class _Reader:

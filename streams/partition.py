@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lte_core.emptied import emptied_result, emptying
 from lte_core.engine import (
     APPLIED,
     DUPLICATE,
@@ -39,6 +41,8 @@ from lte_core.engine import (
     PENDING,
     EngineResult,
     EventColumns,
+    RangeRequests,
+    RangeResult,
     WindowEngine,
 )
 from lte_runtime.kafka.batch_sender import BatchSender, OutRecord
@@ -85,7 +89,10 @@ def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection inside: a sweep step allocates a few objects per user
     (keys, values, tuples of both) that reference counting frees, and the collections
     their count set off were ~4 % of a sweep's CPU, scanning them for cycles they never
-    form. One collection can follow the step instead."""
+    form. A whole :meth:`PartitionProcessor.sweep` call runs inside one pause: re-enabled
+    after each step, the first allocation set off a collection of everything the step
+    still held (its records, changelog and updates: ~6 % of the CPU); after the call they
+    are freed and one small collection follows."""
     if not gc.isenabled():
         yield
         return
@@ -106,7 +113,26 @@ class _SweepStep:
     users: int
     #: the due-index key the next step starts from
     after: bytes
-    result: EngineResult
+    #: what each part of the step changed (see :meth:`PartitionProcessor._sweep_step`)
+    results: tuple[EngineResult, ...]
+
+
+class _HeadsRead:
+    """A :class:`~lte_core.engine.WindowReader` serving heads read already, and reading
+    events as a sweep does (once: not kept in the block cache)."""
+
+    __slots__ = ("_heads", "_store")
+
+    def __init__(self, store: WindowStore, heads: list[bytes | None]) -> None:
+        self._store = store
+        self._heads = heads
+
+    def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
+        assert len(users) == len(self._heads)
+        return self._heads
+
+    def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
+        return self._store.read_ranges(users, requests, once=True)
 
 
 class RangeReader(Protocol):
@@ -209,11 +235,16 @@ class PartitionProcessor:
         holds one key per user, scanned forward) and no batch runs in between. Computing a
         step changes nothing (:meth:`_sweep_step`), so one dropped by a failed emit leaves
         no trace."""
+        with _gc_paused():
+            return await self._sweep_steps(limit, resume=resume, go_on=go_on)
+
+    async def _sweep_steps(self, limit: int, *, resume: bool, go_on: Callable[[], bool]) -> int:
         step = self._sweep_step(limit, self._due_from if resume else DUE)
         total = 0
         while step is not None:
             self._due_from = step.after
-            self._account(step.result)
+            for result in step.results:
+                self._account(result)
             emitting = asyncio.ensure_future(self._emit_step(step, (self.users, self.events)))
             computing = None
             if step.users == limit and go_on():
@@ -235,20 +266,52 @@ class PartitionProcessor:
 
     def _sweep_step(self, limit: int, first: bytes) -> _SweepStep | None:
         """Read and compute one sweep step from ``first`` on, changing nothing (no write,
-        no count): None when nobody is due."""
+        no count): None when nobody is due.
+
+        Users whose every stored event leaves (most of a sweep's: silent users) are
+        computed from their heads' headers and their events' keys (:mod:`lte_core.emptied`),
+        the others by the engine; both parts are committed and emitted by the same code,
+        the engine's part first."""
         now = self.now()
+        engine = self._engine
         with _gc_paused():
             users, after = self.store.due_users(now, limit, first)
             if not users:
                 return None
-            result = self._engine.process(
-                self.store, users, EventColumns.empty(len(users)), now, partition=self.partition
-            )
-            updates = self._builder.build(users, result, now)
+            heads = self.store.read_heads(users, once=True)
+            parts: list[tuple[list[bytes], EngineResult]] = []
+            rest = np.ones(len(users), dtype=bool)
+            empty = emptying(engine.spec, heads, now, d=engine.d, decayed=engine.decayed)
+            if len(empty):
+                gone = list(map(users.__getitem__, empty.rows.tolist()))
+                # an emptied window ends at the clock's end bucket: one start for all
+                found = self.store.read_below(gone, int(empty.start[0]))
+                claimed, emptied = emptied_result(
+                    engine.spec, empty, found, d=engine.d, decayed=engine.decayed
+                )
+                rest[empty.rows[claimed]] = False
+                parts.append((list(itertools.compress(gone, claimed.tolist())), emptied))
+            if rest.any():
+                rows = np.flatnonzero(rest).tolist()
+                rest_users = list(map(users.__getitem__, rows))
+                result = engine.process(
+                    _HeadsRead(self.store, list(map(heads.__getitem__, rows))),
+                    rest_users,
+                    EventColumns.empty(len(rows)),
+                    now,
+                    partition=self.partition,
+                )
+                parts.insert(0, (rest_users, result))
             write = self.store.begin()
             write.clear_due(first, after)
-            write.engine_result(users, result, due_cleared=True)
-        return _SweepStep(write, now, updates, len(users), after, result)
+            batches = []
+            for part_users, result in parts:
+                batches.append(self._builder.build(part_users, result, now))
+                write.engine_result(part_users, result, due_cleared=True)
+            updates = batches[0] if len(batches) == 1 else _joined(batches)
+        return _SweepStep(
+            write, now, updates, len(users), after, tuple(result for _, result in parts)
+        )
 
     async def _emit_step(self, step: _SweepStep, counts: tuple[int, int]) -> None:
         await self._emit(step.write, step.now, step.updates, [], trigger="clock", counts=counts)
@@ -412,6 +475,13 @@ class PartitionProcessor:
     def close(self) -> None:
         self.forget_gauges()
         self.store.close()
+
+
+def _joined(batches: Sequence[UpdateBatch]) -> UpdateBatch:
+    return UpdateBatch(
+        [record for batch in batches for record in batch.records],
+        np.concatenate([batch.due_at for batch in batches]),
+    )
 
 
 def _event_due(batch: ValidBatch, result: EngineResult) -> np.ndarray:

@@ -28,6 +28,7 @@ import operator
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -117,6 +118,14 @@ def _options() -> Options:
     # compacts the flushes of the writes before it) and made every read of the bottom
     # level decompress zstd; the heads' sums hardly compress either way
     opts.set_compression_type(DBCompressionType.lz4())
+    # ... except the first two levels: they hold the newest writes, which compaction reads
+    # and rewrites soon (a 10^6-user sweep, run right after its users were written, spent
+    # 4 s of RocksDB's threads compacting them: 2.8 s without compressing L0/L1, and its
+    # own reads of them decompress nothing); the bottommost level, where the state lives,
+    # stays LZ4
+    opts.set_compression_per_level(
+        [DBCompressionType.none(), DBCompressionType.none()] + [DBCompressionType.lz4()] * 5
+    )
     opts.set_bottommost_compression_type(DBCompressionType.lz4())
     opts.set_max_background_jobs(2)
     opts.set_keep_log_file_num(3)
@@ -147,6 +156,10 @@ class WindowStore:
         # scans stop at the end of their region (the next prefix byte)
         self._heads = _region(HEAD)
         self._events = _region(EVENT)
+        # what a sweep reads once (and deletes) is not kept in the block cache, where it
+        # would cost an insert and evict what the event batches read again
+        self._heads_once = _region(HEAD, cache=False)
+        self._events_once = _region(EVENT, cache=False)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = Rdict(str(self.path), _options())
@@ -158,7 +171,7 @@ class WindowStore:
 
     # -- engine reads -------------------------------------------------------------------------
 
-    def read_heads(self, users: Sequence[bytes]) -> list[bytes | None]:
+    def read_heads(self, users: Sequence[bytes], *, once: bool = False) -> list[bytes | None]:
         """The users' heads. Wanted keys are visited in key order by bounded scans of the
         head region (one ``items()`` call each, C iteration) while at least half of what a
         scan returns was asked for (a sweep's users are mostly adjacent in key order: a scan
@@ -173,7 +186,7 @@ class WindowStore:
         found: dict[bytes, bytes] = {}
         pos, size = 0, min(_HEAD_SCAN_FIRST, n + 8)
         while pos < n and n >= _HEAD_SCAN_MIN:
-            chunk = self._scan(wanted[pos], self._heads, size)
+            chunk = self._scan(wanted[pos], self._heads_once if once else self._heads, size)
             found.update(chunk)
             if len(chunk) < size:  # the scan reached the end of the head region
                 pos = n
@@ -189,7 +202,9 @@ class WindowStore:
             found.update((k, v) for k, v in zip(rest, values, strict=True) if v is not None)
         return list(map(found.get, keys))
 
-    def read_ranges(self, users: Sequence[bytes], requests: RangeRequests) -> RangeResult:
+    def read_ranges(
+        self, users: Sequence[bytes], requests: RangeRequests, *, once: bool = False
+    ) -> RangeResult:
         """The requested ranges, visited in key order. While the requests are dense in the
         event region (a sweep's users mostly are), bounded scans read every key from the
         next request's start (one ``items()`` call, C iteration) and numpy assigns the keys
@@ -207,6 +222,7 @@ class WindowStore:
         nxt = np.full(m, NO_BUCKET, dtype=np.int64)
         parts: list[_Found] = []
         first_size = size = min(_EVENT_SCAN_FIRST, 2 * m + 16)
+        region = self._events_once if once else self._events
         pos, scanning = 0, True
         while pos < m:
             if not scanning:
@@ -214,7 +230,7 @@ class WindowStore:
                 parts.append(part)
                 scanning, size = True, first_size
                 continue
-            chunk = self._scan(starts[order[pos]], self._events, size)
+            chunk = self._scan(starts[order[pos]], region, size)
             if len(chunk) < size:  # the region's end: every request left is answered
                 done = m
             else:
@@ -319,6 +335,70 @@ class WindowStore:
         )
         return found, pos
 
+    def read_below(self, users: Sequence[bytes], below: int) -> RangeResult:
+        """:meth:`read_ranges` of the requests ``user j: FROM_START <= bucket < below`` for
+        every user (a sweep's emptied windows, whose reads all end at the new start), read
+        once (no block cache). Every key of a wanted user is visited (its keys from
+        ``below`` on only answer ``next_bucket``), in key order, by bounded scans that
+        jump from the last key read to the next wanted user: no per-request start and stop
+        keys, no assignment by rank."""
+        k = len(users)
+        nxt = np.full(k, NO_BUCKET, dtype=np.int64)
+        if not k:
+            return replace(RangeResult.empty(), next_bucket=nxt)
+        prefixes = event_prefixes(users)
+        index = dict(zip(prefixes, range(k), strict=True))
+        wanted = sorted(prefixes)
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        owners: list[int] = []
+        pos, start, size = 0, wanted[0], min(_EVENT_SCAN_FIRST, 2 * k + 16)
+        while pos < k:
+            chunk = self._scan(start, self._events_once, size)
+            if not chunk:
+                break
+            got = list(map(operator.itemgetter(0), chunk))
+            owner = list(map(index.get, map(_PREFIX_OF, got), itertools.repeat(-1)))
+            hits = len(owner) - owner.count(-1)
+            if hits == len(owner):
+                keys += got
+                values += map(operator.itemgetter(1), chunk)
+                owners += owner
+            elif hits:
+                mine = [o >= 0 for o in owner]
+                keys += itertools.compress(got, mine)
+                values += itertools.compress(map(operator.itemgetter(1), chunk), mine)
+                owners += itertools.compress(owner, mine)
+            if len(chunk) < size:  # the end of the event region
+                break
+            last = got[-1]
+            # users before the last key's are read whole; that one may go on past it
+            pos = bisect.bisect_left(wanted, _PREFIX_OF(last), pos)
+            if pos < k:
+                start = max(last + b"\x00", wanted[pos])
+            # mostly other users' keys: scan less at a time (each scan starts with a seek)
+            size = min(2 * size, _EVENT_SCAN_MAX) if 2 * hits >= len(chunk) else _HEAD_SCAN_MIN
+        if not keys:
+            return replace(RangeResult.empty(), next_bucket=nxt)
+        request = np.asarray(owners, dtype=np.int64)
+        suffix = np.frombuffer(b"".join(map(_SUFFIX_OF, keys)), dtype=">u8").reshape(-1, 2)
+        bucket = _unbias(suffix[:, 0])
+        vals = np.frombuffer(b"".join(values), dtype=_EVENT_VALUE_DTYPE)
+        inside = bucket < below
+        past = ~inside
+        # keys came in key order: per user in bucket order, so the first past ``below`` is
+        # the smallest
+        np.minimum.at(nxt, request[past], bucket[past])
+        sort = np.argsort(request[inside], kind="stable")
+        return RangeResult(
+            request=request[inside][sort],
+            bucket=bucket[inside][sort],
+            offset=suffix[:, 1].astype(np.int64)[inside][sort],
+            item=vals["item"][inside][sort].astype(np.uint32),
+            weight=vals["weight"][inside][sort].astype(np.float32),
+            next_bucket=nxt,
+        )
+
     # -- sweeper --------------------------------------------------------------------------------
 
     def due_users(self, now: float, limit: int, after: bytes = DUE) -> tuple[list[bytes], bytes]:
@@ -331,6 +411,7 @@ class WindowStore:
         previous batch ended instead (what it swept was due earlier, and what it re-indexed
         is due after ``now``, so nothing due is behind that point)."""
         read = ReadOptions()
+        read.fill_cache(False)  # type: ignore[call-arg]  # read once, then deleted
         # exclusive: the first key of a due time after now (due times are whole seconds)
         read.set_iterate_upper_bound(due_key(math.floor(now) + 1, b""))
         found = cast(Iterator[bytes], self._db.keys(from_key=after, read_opt=read))
@@ -414,7 +495,9 @@ class StoreWrite:
         head_keys = [HEAD + user for user in users]
         kept = [(k, h) for k, h in zip(head_keys, result.heads, strict=True) if h is not None]
         _drain(itertools.starmap(batch.put, kept))
-        if len(kept) < len(head_keys):
+        if not kept:  # every head deleted (a sweep's emptied windows)
+            _drain(map(batch.delete, head_keys))
+        elif len(kept) < len(head_keys):
             gone_heads = [k for k, h in zip(head_keys, result.heads, strict=True) if h is None]
             _drain(map(batch.delete, gone_heads))
         changelog.extend(zip(head_keys, result.heads, strict=True))
@@ -465,8 +548,10 @@ class StoreWrite:
         self._store.write(self.batch)
 
 
-def _region(prefix: bytes) -> ReadOptions:
+def _region(prefix: bytes, *, cache: bool = True) -> ReadOptions:
     read = ReadOptions()
+    if not cache:
+        read.fill_cache(False)  # type: ignore[call-arg]  # the stub omits the flag
     read.set_iterate_upper_bound(bytes([prefix[0] + 1]))
     return read
 

@@ -22,11 +22,14 @@ _M = np.uint32(0x5BD1E995)
 def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     """``murmur2(key)`` for every key, as unsigned 32-bit integers."""
     out = np.empty(len(keys), dtype=np.uint32)
-    by_length: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_length.setdefault(len(key), []).append(i)
-    for length, rows in by_length.items():
-        data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8)
+    if not len(keys):
+        return out
+    # grouped by length with numpy, not a Python loop over the keys (a sweep emits 10^6)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    order = np.argsort(lengths, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):
+        length = int(lengths[rows[0]])
+        data = np.frombuffer(b"".join(map(keys.__getitem__, rows.tolist())), dtype=np.uint8)
         out[rows] = _murmur2_fixed(data.reshape(len(rows), length), length)
     return out
 
