@@ -175,11 +175,13 @@ def _headers(
     heads: Sequence[bytes | None],
 ) -> tuple[I64, npt.NDArray[np.void], I64]:
     """The rows holding a head (of at least a header's size), their headers and sizes."""
+    stored: Sequence[bytes]
     if None in heads:
         present = np.flatnonzero(np.fromiter(map(_is_some, heads), dtype=bool, count=len(heads)))
+        stored = cast(list[bytes], list(map(heads.__getitem__, present.tolist())))
     else:  # a sweep's users all have heads
         present = np.arange(len(heads), dtype=np.int64)
-    stored = cast(list[bytes], list(map(heads.__getitem__, present.tolist())))
+        stored = cast(Sequence[bytes], heads)
     sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
     if len(sizes) and sizes.min() < HEAD_HEADER_BYTES:
         whole = sizes >= HEAD_HEADER_BYTES

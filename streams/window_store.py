@@ -181,7 +181,7 @@ class WindowStore:
         n = len(users)
         if not n:
             return []
-        keys = [HEAD + u for u in users]
+        keys = list(map(HEAD.__add__, users))
         wanted = sorted(keys)
         found: dict[bytes, bytes] = {}
         pos, size = 0, min(_HEAD_SCAN_FIRST, n + 8)
@@ -417,7 +417,7 @@ class WindowStore:
         found = cast(Iterator[bytes], self._db.keys(from_key=after, read_opt=read))
         keys = list(itertools.islice(found, limit))
         # the smallest key after the last one returned
-        return [key[9:] for key in keys], keys[-1] + b"\x00" if keys else after
+        return list(map(_USER_OF_DUE, keys)), keys[-1] + b"\x00" if keys else after
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -572,6 +572,7 @@ class _Found(NamedTuple):
 
 
 _PREFIX_OF = operator.itemgetter(slice(None, -16))
+_USER_OF_DUE = operator.itemgetter(slice(9, None))
 _SUFFIX_OF = operator.itemgetter(slice(-16, None))
 
 

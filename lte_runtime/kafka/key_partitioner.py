@@ -63,6 +63,11 @@ def _murmur2_fixed(data: npt.NDArray[np.uint8], length: int) -> npt.NDArray[np.u
 
 def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
     """The partition of every key: ``(murmur2(key) & 0x7fffffff) % partitions``."""
-    hashed = murmur2_many(keys) & np.uint32(0x7FFFFFFF)
-    result: list[int] = (hashed % np.uint32(partitions)).tolist()
+    result: list[int] = partition_column(keys, partitions).tolist()
     return result
+
+
+def partition_column(keys: Sequence[bytes], partitions: int) -> npt.NDArray[np.uint32]:
+    """:func:`partitions_for` as an array (what a sender groups its records by)."""
+    hashed = murmur2_many(keys) & np.uint32(0x7FFFFFFF)
+    return hashed % np.uint32(partitions)
