@@ -410,10 +410,9 @@ class WindowStore:
         which made a sweep of N users cost O(N^2 / batch). A pass continues where the
         previous batch ended instead (what it swept was due earlier, and what it re-indexed
         is due after ``now``, so nothing due is behind that point)."""
-        read = ReadOptions()
-        read.fill_cache(False)  # type: ignore[call-arg]  # read once, then deleted
-        # exclusive: the first key of a due time after now (due times are whole seconds)
-        read.set_iterate_upper_bound(due_key(math.floor(now) + 1, b""))
+        # read once, then deleted; exclusive bound: the first key of a due time after now
+        # (due times are whole seconds)
+        read = _region(DUE, cache=False, end=due_key(math.floor(now) + 1, b""))
         found = cast(Iterator[bytes], self._db.keys(from_key=after, read_opt=read))
         keys = list(itertools.islice(found, limit))
         # the smallest key after the last one returned
@@ -548,11 +547,13 @@ class StoreWrite:
         self._store.write(self.batch)
 
 
-def _region(prefix: bytes, *, cache: bool = True) -> ReadOptions:
+def _region(prefix: bytes, *, cache: bool = True, end: bytes | None = None) -> ReadOptions:
+    """Reads of the keys under ``prefix`` (up to ``end``, exclusive, when given);
+    ``cache=False`` for what is read once (not inserted into the block cache)."""
     read = ReadOptions()
     if not cache:
         read.fill_cache(False)  # type: ignore[call-arg]  # the stub omits the flag
-    read.set_iterate_upper_bound(bytes([prefix[0] + 1]))
+    read.set_iterate_upper_bound(end if end is not None else bytes([prefix[0] + 1]))
     return read
 
 

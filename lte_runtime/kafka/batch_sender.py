@@ -83,9 +83,7 @@ def _by_partition(records: Sequence[Record], partitions: int) -> dict[int, Seque
     column = partition_column(keys, partitions)
     order = np.argsort(column, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(column[order])) + 1)
-    return {
-        int(column[rows[0]]): list(map(records.__getitem__, rows.tolist())) for rows in groups
-    }
+    return {int(column[rows[0]]): list(map(records.__getitem__, rows.tolist())) for rows in groups}
 
 
 class BatchSender:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka.protocol import produce
 
+_I16 = struct.Struct(">h")
 _I16_I32 = struct.Struct(">hi")
 _I32 = struct.Struct(">i")
 _I32_I32 = struct.Struct(">ii")
@@ -30,7 +31,7 @@ def _string(text: str | None) -> list[bytes]:
     if text is None:
         return [b"\xff\xff"]
     raw = text.encode("utf-8")
-    return [struct.pack(">h", len(raw)), raw]
+    return [_I16.pack(len(raw)), raw]
 
 
 def encode_produce(request: Any) -> bytes:
