@@ -13,7 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from lte_core.events import Reason
 from lte_runtime.bulk_histogram import BulkHistogram
 
-DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# finer around 1 s, as lte_staleness_seconds (serving.metrics), whose worker share this is
+DELAY_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0),
+    *(10.0, 30.0, 60.0, 300.0),
+)
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000)
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
