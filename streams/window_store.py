@@ -68,6 +68,8 @@ _EVENT_SCAN_FIRST, _EVENT_SCAN_MAX = 256, 4096
 _ADJACENT_RUN = 8
 #: fewer heads than this are read by one multi-get, never scanned
 _HEAD_SCAN_MIN = 16
+#: the scan size of :meth:`WindowStore.read_below` after a scan found mostly other users
+_EVENT_SCAN_MIN = 16
 _EVENT_VALUE_DTYPE = np.dtype([("item", "<u4"), ("weight", "<f4")])
 
 META_CHANGELOG = b"changelog_offset"
@@ -360,11 +362,7 @@ class WindowStore:
             got = list(map(operator.itemgetter(0), chunk))
             owner = list(map(index.get, map(_PREFIX_OF, got), itertools.repeat(-1)))
             hits = len(owner) - owner.count(-1)
-            if hits == len(owner):
-                keys += got
-                values += map(operator.itemgetter(1), chunk)
-                owners += owner
-            elif hits:
+            if hits:
                 mine = [o >= 0 for o in owner]
                 keys += itertools.compress(got, mine)
                 values += itertools.compress(map(operator.itemgetter(1), chunk), mine)
@@ -377,7 +375,7 @@ class WindowStore:
             if pos < k:
                 start = max(last + b"\x00", wanted[pos])
             # mostly other users' keys: scan less at a time (each scan starts with a seek)
-            size = min(2 * size, _EVENT_SCAN_MAX) if 2 * hits >= len(chunk) else _HEAD_SCAN_MIN
+            size = min(2 * size, _EVENT_SCAN_MAX) if 2 * hits >= len(chunk) else _EVENT_SCAN_MIN
         if not keys:
             return replace(RangeResult.empty(), next_bucket=nxt)
         request = np.asarray(owners, dtype=np.int64)
@@ -573,7 +571,7 @@ class _Found(NamedTuple):
 
 
 _PREFIX_OF = operator.itemgetter(slice(None, -16))
-_USER_OF_DUE = operator.itemgetter(slice(9, None))
+_USER_OF_DUE = operator.itemgetter(slice(len(DUE) + _U64.size, None))  # after due_key's lead
 _SUFFIX_OF = operator.itemgetter(slice(-16, None))
 
 

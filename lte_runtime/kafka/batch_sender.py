@@ -16,12 +16,11 @@ import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from lte_runtime.kafka import produce_request
-from lte_runtime.kafka.key_partitioner import partition_column
+from lte_runtime.kafka.key_partitioner import rows_by_partition
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,17 @@ def _fill(batch: Any, records: Sequence[Record], headers: list[tuple[str, bytes]
 
 
 def _by_partition(records: Sequence[Record], partitions: int) -> dict[int, Sequence[Record]]:
-    """``records`` grouped by the partition of their key, each group in the given order. A
-    topic of one partition needs no hash; otherwise the records are grouped by a stable
-    numpy sort of the partition column, not a Python loop over them (a sweep emits 10^6)."""
+    """``records`` grouped by the partition of their key (a null key hashes as empty), each
+    group in the given order. A topic of one partition needs no hash."""
     if partitions == 1:
         return {0: records}
     keys = list(map(_KEY, records))
     if None in keys:
         keys = [key or b"" for key in keys]
-    column = partition_column(keys, partitions)
-    order = np.argsort(column, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(column[order])) + 1)
-    return {int(column[rows[0]]): list(map(records.__getitem__, rows.tolist())) for rows in groups}
+    return {
+        part: list(map(records.__getitem__, rows))
+        for part, rows in rows_by_partition(keys, partitions).items()
+    }
 
 
 class BatchSender:

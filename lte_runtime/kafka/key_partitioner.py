@@ -11,6 +11,7 @@ multiplication modulo 2^32, as the Java reference does).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,8 +27,7 @@ def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
         return out
     # grouped by length with numpy, not a Python loop over the keys (a sweep emits 10^6)
     lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-    order = np.argsort(lengths, kind="stable")
-    for rows in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):
+    for rows in _runs(lengths):
         length = int(lengths[rows[0]])
         data = np.frombuffer(b"".join(map(keys.__getitem__, rows.tolist())), dtype=np.uint8)
         out[rows] = _murmur2_fixed(data.reshape(len(rows), length), length)
@@ -61,13 +61,23 @@ def _murmur2_fixed(data: npt.NDArray[np.uint8], length: int) -> npt.NDArray[np.u
     return h
 
 
-def partitions_for(keys: Sequence[bytes], partitions: int) -> list[int]:
-    """The partition of every key: ``(murmur2(key) & 0x7fffffff) % partitions``."""
-    result: list[int] = partition_column(keys, partitions).tolist()
-    return result
-
-
 def partition_column(keys: Sequence[bytes], partitions: int) -> npt.NDArray[np.uint32]:
-    """:func:`partitions_for` as an array (what a sender groups its records by)."""
+    """The partition of every key: ``(murmur2(key) & 0x7fffffff) % partitions``."""
     hashed = murmur2_many(keys) & np.uint32(0x7FFFFFFF)
     return hashed % np.uint32(partitions)
+
+
+def rows_by_partition(keys: Sequence[bytes], partitions: int) -> dict[int, list[int]]:
+    """The indices of ``keys`` per partition, each list in the keys' order (what a sender
+    sends to each partition, in the order it was given)."""
+    if not len(keys):
+        return {}
+    column = partition_column(keys, partitions)
+    return {int(column[rows[0]]): rows.tolist() for rows in _runs(column)}
+
+
+def _runs(column: npt.NDArray[Any]) -> list[npt.NDArray[np.intp]]:
+    """The row indices of each distinct value of a non-empty ``column`` (values ascending),
+    each in row order: one stable numpy sort, no Python loop over the rows."""
+    order = np.argsort(column, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(column[order])) + 1)
